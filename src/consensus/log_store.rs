@@ -1,0 +1,1 @@
+//! redb-backed Raft log and vote.

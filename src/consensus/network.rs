@@ -1,0 +1,1 @@
+//! Raft RPC client: signed JSON over HTTP to peers.

@@ -1,0 +1,1 @@
+//! The replicated ClusterState, persisted in redb.

@@ -1,0 +1,19 @@
+//! redis-orchestrator: consensus-safe Redis failover across sites.
+//!
+//! Architecture in one pass:
+//! - [`consensus`] runs one Raft group over every `--raft-peers` entry (witness included);
+//!   the replicated [`model::ClusterState`] names the Redis master and its epoch.
+//! - Every agent probes its Redis and sends a [`model::NodeReport`] to the Raft leader
+//!   (the coordinator), which runs the pure [`decide::decide`] and commits its commands.
+//! - Every data agent runs [`decide::local::plan_local`] on each committed change and probe,
+//!   and applies the plan to its Redis through [`redis::RedisNode`]; it fences its Redis
+//!   when it loses contact with a quorum for `--lease`.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod consensus;
+pub mod decide;
+pub mod duration;
+pub mod model;
+pub mod redis;

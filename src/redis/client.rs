@@ -1,0 +1,1 @@
+//! redis-rs implementation of [`RedisNode`](super::RedisNode).

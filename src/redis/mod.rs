@@ -1,0 +1,62 @@
+//! The local Redis, behind a small trait so the reconcile loop can be tested
+//! with a fake and run against real redis-server.
+
+pub mod client;
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::model::{DownKind, RedisStatus};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisError {
+    /// Connection refused: no process listens on the port.
+    #[error("connection refused: {0}")]
+    Refused(String),
+    /// Timed out, reset, TLS or auth failure: the process may be alive.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// Redis answered with an error to a command.
+    #[error("command failed: {0}")]
+    Command(String),
+}
+
+impl RedisError {
+    pub fn down_kind(&self) -> DownKind {
+        match self {
+            RedisError::Refused(_) => DownKind::Refused,
+            RedisError::Unreachable(_) | RedisError::Command(_) => DownKind::Unreachable,
+        }
+    }
+}
+
+/// Operations on one local redis-server. Every operation is safe to repeat.
+pub trait RedisNode: Send + Sync + 'static {
+    /// INFO server/replication/keyspace parsed into a status.
+    fn probe(&self) -> impl Future<Output = Result<RedisStatus, RedisError>> + Send;
+    /// `REPLICAOF NO ONE`.
+    fn promote(&self) -> impl Future<Output = Result<(), RedisError>> + Send;
+    /// `CONFIG SET masterauth` (when a password is set), then `REPLICAOF host port`.
+    fn replicate_from(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = Result<(), RedisError>> + Send;
+    /// `CLIENT PAUSE <ms> WRITE`.
+    fn pause_writes(
+        &self,
+        duration: Duration,
+    ) -> impl Future<Output = Result<(), RedisError>> + Send;
+    /// `CLIENT UNPAUSE`.
+    fn unpause(&self) -> impl Future<Output = Result<(), RedisError>> + Send;
+}
+
+/// How to reach the local Redis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub host: String,
+    pub port: u16,
+    pub password: Option<String>,
+    pub tls: bool,
+    pub tls_skip_verify: bool,
+}
