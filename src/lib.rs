@@ -17,3 +17,8 @@ pub mod decide;
 pub mod duration;
 pub mod model;
 pub mod redis;
+pub mod agent;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod http;

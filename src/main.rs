@@ -1,1 +1,91 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use redis_orchestrator::agent::Agent;
+use redis_orchestrator::config::{AgentArgs, Cli, Command, ElectionMode};
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    // reqwest is built without a default TLS provider; install ring once for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("redis-orchestrator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Demo(args)) => runtime.block_on(redis_orchestrator::demo::run(args)),
+        None => runtime.block_on(run_agent(cli.agent)),
+    }
+}
+
+fn init_logging(debug: bool) {
+    let default = if debug { "debug,openraft=info,hyper=info,reqwest=info,h2=info" } else { "info,openraft=error" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+async fn run_agent(args: AgentArgs) -> ExitCode {
+    let settings = match args.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("redis-orchestrator: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(settings.debug);
+    if settings.secret.is_none() {
+        warn!("NO SHARED SECRET: peer and API requests are NOT authenticated. Set --shared-secret or SHARED_SECRET (identical on every site).");
+    }
+    if args.redis_tls_skip_verify {
+        warn!("--redis-tls-skip-verify: the Redis TLS certificate is NOT verified");
+    }
+    if args.election_mode == ElectionMode::Deterministic && !settings.witness {
+        info!("--election-mode=deterministic is treated as raft: the master is always chosen by consensus");
+    }
+    if !settings.ignored_flags.is_empty() {
+        info!(flags = ?settings.ignored_flags, "accepted for compatibility, no effect: replicas follow the master's advertised address and reconcile runs every --probe-interval");
+    }
+    info!(
+        name = %settings.name,
+        site = %settings.site,
+        node_id = settings.me.id,
+        raft_addr = %settings.me.addr,
+        found_by = %settings.me_found_by,
+        witness = settings.witness,
+        redis_announce = ?settings.redis_announce,
+        peers = settings.peers.len(),
+        "starting agent"
+    );
+    let agent = match Agent::start(settings).await {
+        Ok(a) => a,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("redis-orchestrator: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    wait_for_shutdown_signal().await;
+    info!("shutting down");
+    agent.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

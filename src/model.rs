@@ -239,4 +239,6 @@ pub struct ReportAck {
     pub quorum_confirmed: bool,
     pub epoch: u64,
     pub master: Option<NodeId>,
+    /// The master's last reported replication offset, so replicas can tell their lag.
+    pub master_offset: Option<u64>,
 }

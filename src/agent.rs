@@ -1,0 +1,583 @@
+//! The agent runtime: the only place that calls both the pure decisions and the adapters.
+//!
+//! Three loops run per agent:
+//! - **report** (every agent, each `--probe-interval`): probe the local Redis, send a
+//!   [`NodeReport`] to the Raft leader, and record confirmed quorum contact from its ack;
+//! - **decide** (only while Raft leader): run [`decide`] over the latest reports and commit
+//!   its commands to the log;
+//! - **reconcile** (data agents, each probe and each committed change): run
+//!   [`plan_local`] and apply it to the local Redis.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use openraft::{BasicNode, Config, ServerState};
+use tokio::sync::{Notify, watch};
+use tracing::{debug, info, warn};
+
+use crate::auth;
+use crate::config::Settings;
+use crate::consensus::network::PeerNetwork;
+use crate::consensus::state_machine::StateMachineStore;
+use crate::consensus::{Raft, open_storage};
+use crate::decide::local::{LocalAction, LocalView, plan_local};
+use crate::decide::{Policy, ReceivedReport, Reports, decide};
+use crate::model::{
+    ClusterState, CommandResponse, DownKind, Member, MemberKind, Millis, NodeId, NodeReport, RedisHealth, ReportAck,
+};
+use crate::redis::RedisNode;
+use crate::redis::client::RedisClient;
+
+/// Startup failures; each ends the process with a message naming what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open Raft storage: {0}")]
+    Storage(String),
+    #[error("invalid Raft settings: {0}")]
+    RaftConfig(String),
+    #[error("cannot start Raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up the Redis client: {0}")]
+    Redis(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+/// What the coordinator has heard since it became leader.
+#[derive(Default)]
+struct CoordinatorView {
+    /// (term, leader_since) of the current leadership.
+    leadership: Option<(u64, Millis)>,
+    reports: BTreeMap<NodeId, ReceivedReport>,
+    last_reason: String,
+    last_reason_logged: Option<Millis>,
+}
+
+/// What this agent knows about its own Redis and its contact with the cluster.
+struct LocalState {
+    health: RedisHealth,
+    down_since: Option<Millis>,
+    last_seen: Option<SystemTime>,
+    /// Send time of the last report acknowledged by a quorum-holding coordinator.
+    contact_at: Option<Millis>,
+    /// True while our Redis may be paused; starts true because a previous run may have paused it.
+    fenced: bool,
+    last_plan_reason: String,
+    /// The master's replication offset as last told by the coordinator.
+    master_offset: Option<u64>,
+}
+
+pub struct Agent {
+    pub settings: Arc<Settings>,
+    pub raft: Raft,
+    pub state_machine: StateMachineStore,
+    redis: Option<RedisClient>,
+    http: reqwest::Client,
+    pub verifier: Option<auth::Verifier>,
+    started: Instant,
+    pub started_wall: SystemTime,
+    coordinator: Mutex<CoordinatorView>,
+    local: Mutex<LocalState>,
+    decide_now: Notify,
+    report_rejected_by: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn millis(d: Duration) -> Millis {
+    Millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Agent {
+    /// Open storage, start Raft and the servers, bootstrap if new, and spawn the loops.
+    pub async fn start(settings: Settings) -> Result<Arc<Agent>, StartError> {
+        let settings = Arc::new(settings);
+        let raft_listener = bind("Raft/peer port", settings.raft_bind).await?;
+        let api_listener = bind("API port", settings.api_bind).await?;
+
+        let (log_store, state_machine) = open_storage(&settings.raft_data_dir)
+            .await
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        let election_min = u64::try_from(settings.raft_election_timeout.as_millis()).unwrap_or(u64::MAX);
+        let config = Config {
+            cluster_name: "redis-orchestrator".into(),
+            heartbeat_interval: u64::try_from(settings.raft_heartbeat.as_millis()).unwrap_or(u64::MAX),
+            election_timeout_min: election_min,
+            election_timeout_max: election_min.saturating_mul(2),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::RaftConfig(e.to_string()))?;
+
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .build()
+            .map_err(|e| StartError::Http(e.to_string()))?;
+        let secret: Option<Arc<[u8]>> = settings.secret.as_deref().map(Arc::from);
+        let network = PeerNetwork::new(http.clone(), secret);
+        let raft = Raft::new(settings.me.id, Arc::new(config), network, log_store, state_machine.clone())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let redis = match &settings.redis {
+            Some(cfg) => Some(RedisClient::new(cfg.clone()).map_err(|e| StartError::Redis(e.to_string()))?),
+            None => None,
+        };
+        let agent = Arc::new(Agent {
+            verifier: settings.secret.as_deref().map(auth::Verifier::new),
+            settings: settings.clone(),
+            raft,
+            state_machine,
+            redis,
+            http,
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
+            coordinator: Mutex::new(CoordinatorView::default()),
+            local: Mutex::new(LocalState {
+                health: RedisHealth::Down {
+                    kind: DownKind::Unreachable,
+                    for_ms: 0,
+                    error: "not probed yet".into(),
+                },
+                down_since: None,
+                last_seen: None,
+                contact_at: None,
+                fenced: true,
+                last_plan_reason: String::new(),
+                master_offset: None,
+            }),
+            decide_now: Notify::new(),
+            report_rejected_by: Mutex::new(HashSet::new()),
+        });
+
+        crate::http::spawn_servers(agent.clone(), raft_listener, api_listener);
+        agent.bootstrap().await;
+        tokio::spawn(agent.clone().report_loop());
+        tokio::spawn(agent.clone().decide_loop());
+        Ok(agent)
+    }
+
+    /// Every agent initializes with the identical full voter set from `--raft-peers`,
+    /// so any start order forms exactly one cluster.
+    async fn bootstrap(&self) {
+        match self.raft.is_initialized().await {
+            Ok(true) => {
+                info!("raft state found on disk; rejoining the cluster");
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %e, "cannot read raft state");
+                return;
+            }
+        }
+        let members: BTreeMap<NodeId, BasicNode> = self
+            .settings
+            .peers
+            .iter()
+            .map(|p| (p.id, BasicNode { addr: p.addr.clone() }))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => info!(voters = self.settings.peers.len(), "initialized a new cluster with every --raft-peers entry as voter"),
+            Err(e) => debug!(error = %e, "initialize skipped: this node already has a log or vote"),
+        }
+    }
+
+    pub fn now(&self) -> Millis {
+        millis(self.started.elapsed())
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            redis_down_after: millis(self.settings.redis_down_after),
+            down_after: millis(self.settings.down_after),
+            max_lag_bytes: self.settings.max_lag_on_failover,
+        }
+    }
+
+    pub fn member(&self) -> Member {
+        let s = &self.settings;
+        Member {
+            name: s.name.clone(),
+            site: s.site.clone(),
+            kind: if s.witness { MemberKind::Witness } else { MemberKind::Data },
+            redis_addr: s.redis_announce.clone(),
+            api_addr: s.api_advertise.clone(),
+            raft_addr: s.me.addr.clone(),
+            priority: s.priority,
+            no_promote: s.no_promote,
+        }
+    }
+
+    pub fn cluster_state(&self) -> ClusterState {
+        self.state_machine.current()
+    }
+
+    /// A leader's quorum contact counts for a follower's lease only if it is recent enough
+    /// that no other leader can have been elected and waited out `--down-after` meanwhile.
+    fn quorum_ack_bound(&self) -> u64 {
+        let gap = self.settings.down_after.saturating_sub(self.settings.lease);
+        u64::try_from((gap / 2).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn leader_has_fresh_quorum(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.state == ServerState::Leader && m.millis_since_quorum_ack.is_some_and(|ms| ms <= self.quorum_ack_bound())
+    }
+
+    /// Record a report as coordinator and answer it. Reports reaching a non-leader are not
+    /// confirmed, so the sender's lease does not renew.
+    pub fn handle_report(&self, report: NodeReport) -> Result<ReportAck, String> {
+        let expected = crate::config::node_id(&report.member.raft_addr);
+        if report.node != expected {
+            return Err(format!(
+                "report from {} claims node id {} but its raft address {} has id {expected}",
+                report.member.name, report.node, report.member.raft_addr
+            ));
+        }
+        let state = self.cluster_state();
+        let quorum_confirmed = self.leader_has_fresh_quorum();
+        let mut view = lock(&self.coordinator);
+        let master_offset = state
+            .master
+            .and_then(|m| view.reports.get(&m))
+            .and_then(|r| r.report.redis.as_ref())
+            .and_then(|h| h.status())
+            .map(|s| s.repl_offset);
+        if quorum_confirmed {
+            view.reports.insert(
+                report.node,
+                ReceivedReport {
+                    report,
+                    received_at: self.now(),
+                },
+            );
+            self.decide_now.notify_one();
+        }
+        Ok(ReportAck {
+            quorum_confirmed,
+            epoch: state.epoch,
+            master: state.master,
+            master_offset,
+        })
+    }
+
+    async fn decide_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.settings.probe_interval / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.decide_now.notified() => {}
+            }
+            self.decide_once().await;
+        }
+    }
+
+    async fn decide_once(&self) {
+        let metrics = self.raft.metrics().borrow().clone();
+        let now = self.now();
+        if metrics.state != ServerState::Leader {
+            let mut view = lock(&self.coordinator);
+            if view.leadership.take().is_some() {
+                info!(term = metrics.current_term, "no longer raft leader: stopped coordinating");
+                view.reports.clear();
+            }
+            return;
+        }
+        let (reports, state) = {
+            let mut view = lock(&self.coordinator);
+            let leader_since = match view.leadership {
+                Some((term, since)) if term == metrics.current_term => since,
+                _ => {
+                    info!(term = metrics.current_term, "raft leader: coordinating failovers from now");
+                    view.leadership = Some((metrics.current_term, now));
+                    view.reports.clear();
+                    now
+                }
+            };
+            let voters: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+            let reports = Reports {
+                leader_since,
+                voters,
+                latest: view.reports.clone(),
+            };
+            (reports, self.cluster_state())
+        };
+        let decision = decide(&state, &reports, &self.policy(), now);
+        if decision.commands.is_empty() {
+            let mut view = lock(&self.coordinator);
+            let repeat_due = view.last_reason_logged.is_none_or(|at| now.since(at) >= Millis(5_000));
+            if decision.reason != view.last_reason && repeat_due {
+                info!(reason = %decision.reason, "coordinator");
+                view.last_reason_logged = Some(now);
+                view.last_reason = decision.reason;
+            }
+            return;
+        }
+        info!(reason = %decision.reason, "coordinator decided");
+        for command in decision.commands {
+            match self.raft.client_write(command.clone()).await {
+                Ok(resp) => match resp.data {
+                    CommandResponse::Applied => info!(?command, log_index = resp.log_id.index, "committed"),
+                    CommandResponse::Rejected(why) => {
+                        warn!(?command, %why, "state machine rejected command");
+                        break;
+                    }
+                },
+                Err(e) => {
+                    warn!(error = %e, ?command, "could not commit");
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn report_loop(self: Arc<Self>) {
+        let interval = if self.redis.is_some() {
+            self.settings.probe_interval
+        } else {
+            // A witness only reports to register and be seen; it has no Redis to watch.
+            self.settings.probe_interval.max(Duration::from_secs(1))
+        };
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut committed = self.state_machine.subscribe();
+        loop {
+            let report_due = tokio::select! {
+                _ = tick.tick() => true,
+                changed = committed.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    false
+                }
+            };
+            if let Some(redis) = &self.redis {
+                self.probe(redis).await;
+            }
+            if report_due {
+                self.report().await;
+            }
+            if let Some(redis) = &self.redis {
+                self.reconcile(redis).await;
+            }
+        }
+    }
+
+    async fn probe(&self, redis: &RedisClient) {
+        let result = redis.probe().await;
+        let now = self.now();
+        let mut local = lock(&self.local);
+        match result {
+            Ok(status) => {
+                if local.down_since.take().is_some() {
+                    info!(role = %status.role, run_id = %status.run_id, "local redis is up");
+                }
+                local.last_seen = Some(SystemTime::now());
+                local.health = RedisHealth::Up(status);
+            }
+            Err(e) => {
+                let since = *local.down_since.get_or_insert_with(|| {
+                    warn!(error = %e, "local redis is down");
+                    now
+                });
+                local.health = RedisHealth::Down {
+                    kind: e.down_kind(),
+                    for_ms: now.since(since).0,
+                    error: e.to_string(),
+                };
+            }
+        }
+    }
+
+    fn build_report(&self) -> NodeReport {
+        let local = lock(&self.local);
+        NodeReport {
+            node: self.settings.me.id,
+            member: self.member(),
+            redis: self.redis.is_some().then(|| local.health.clone()),
+            fenced: local.fenced,
+        }
+    }
+
+    async fn report(&self) {
+        let report = self.build_report();
+        let sent_at = self.now();
+        let metrics = self.raft.metrics().borrow().clone();
+        let Some(leader) = metrics.current_leader else {
+            return;
+        };
+        let ack = if leader == self.settings.me.id {
+            self.handle_report(report)
+        } else {
+            let Some(node) = metrics.membership_config.membership().get_node(&leader).cloned() else {
+                return;
+            };
+            self.send_report(&node.addr, &report).await
+        };
+        match ack {
+            Ok(ack) => {
+                let mut local = lock(&self.local);
+                if ack.quorum_confirmed {
+                    local.contact_at = Some(local.contact_at.map_or(sent_at, |c| c.max(sent_at)));
+                }
+                local.master_offset = ack.master_offset;
+            }
+            Err(e) => debug!(error = %e, "report not acknowledged"),
+        }
+    }
+
+    async fn send_report(&self, leader_addr: &str, report: &NodeReport) -> Result<ReportAck, String> {
+        let body = serde_json::to_vec(report).map_err(|e| e.to_string())?;
+        let path = "/report";
+        let mut req = self
+            .http
+            .post(format!("http://{leader_addr}{path}"))
+            .timeout((self.settings.lease / 2).min(Duration::from_secs(1)))
+            .header("content-type", "application/json");
+        if let Some(secret) = &self.settings.secret {
+            for (name, value) in auth::sign(secret, "POST", path, &body, auth::unix_now()).pairs() {
+                req = req.header(name, value);
+            }
+        }
+        let resp = req.body(body).send().await.map_err(|e| e.to_string())?;
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+            if lock(&self.report_rejected_by).insert(leader_addr.to_string()) {
+                warn!(peer = leader_addr, "peer rejected our signed report: the shared secret likely differs between sites");
+            }
+            return Err("401 from leader".into());
+        }
+        if !resp.status().is_success() {
+            return Err(format!("leader answered {}", resp.status()));
+        }
+        resp.json::<ReportAck>().await.map_err(|e| e.to_string())
+    }
+
+    fn fence_pause(&self) -> Duration {
+        // Long enough that a crashed agent leaves its Redis fenced until a new master is
+        // committed; renewed every probe while isolated.
+        (self.settings.down_after * 6).max(Duration::from_secs(30))
+    }
+
+    async fn reconcile(&self, redis: &RedisClient) {
+        let state = self.cluster_state();
+        let now = self.now();
+        let (health, contact_at, fenced) = {
+            let local = lock(&self.local);
+            (local.health.clone(), local.contact_at, local.fenced)
+        };
+        let view = LocalView {
+            self_id: self.settings.me.id,
+            state: &state,
+            redis: &health,
+            contact_age: contact_at.map(|c| now.since(c)),
+            fenced,
+            lease: millis(self.settings.lease),
+        };
+        let plan = plan_local(&view);
+        {
+            let mut local = lock(&self.local);
+            if plan.reason != local.last_plan_reason {
+                if plan.actions.is_empty() {
+                    debug!(reason = %plan.reason, "reconcile");
+                } else {
+                    info!(reason = %plan.reason, epoch = state.epoch, "reconcile");
+                }
+                local.last_plan_reason = plan.reason.clone();
+            }
+        }
+        for action in plan.actions {
+            let result = match &action {
+                LocalAction::Promote => redis.promote().await,
+                LocalAction::ReplicateFrom { host, port } => redis.replicate_from(host, *port).await,
+                LocalAction::PauseWrites => redis.pause_writes(self.fence_pause()).await,
+                LocalAction::Unpause => redis.unpause().await,
+            };
+            match result {
+                Ok(()) => {
+                    let mut local = lock(&self.local);
+                    match &action {
+                        LocalAction::Promote => info!(epoch = state.epoch, "promoted local redis to master"),
+                        LocalAction::ReplicateFrom { host, port } => {
+                            info!(epoch = state.epoch, master = %state.master_member().map_or("?", |m| m.name.as_str()), %host, port, "local redis now replicates from the master")
+                        }
+                        LocalAction::PauseWrites => {
+                            if !local.fenced {
+                                warn!(reason = %plan.reason, "fenced: local redis writes paused");
+                            }
+                            local.fenced = true;
+                        }
+                        LocalAction::Unpause => {
+                            if local.fenced {
+                                info!("unfenced: local redis writes allowed");
+                            }
+                            local.fenced = false;
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(?action, error = %e, "reconcile action failed; will retry next cycle");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// A consistent copy of what this agent knows about itself, for the API.
+    pub fn local_snapshot(&self) -> LocalSnapshot {
+        let local = lock(&self.local);
+        LocalSnapshot {
+            health: local.health.clone(),
+            last_seen: local.last_seen,
+            contact_age: local.contact_at.map(|c| self.now().since(c)),
+            fenced: local.fenced,
+            reason: local.last_plan_reason.clone(),
+            master_offset: local.master_offset,
+        }
+    }
+
+    /// The coordinator's latest reports (empty unless this node is leader).
+    pub fn reports(&self) -> BTreeMap<NodeId, ReceivedReport> {
+        lock(&self.coordinator).reports.clone()
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            warn!(error = %e, "raft shutdown");
+        }
+    }
+
+    pub fn has_redis(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// Watch committed state changes.
+    pub fn subscribe(&self) -> watch::Receiver<ClusterState> {
+        self.state_machine.subscribe()
+    }
+}
+
+pub struct LocalSnapshot {
+    pub health: RedisHealth,
+    pub last_seen: Option<SystemTime>,
+    pub contact_age: Option<Millis>,
+    pub fenced: bool,
+    pub reason: String,
+    pub master_offset: Option<u64>,
+}
+
+async fn bind(what: &'static str, addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}

@@ -1,0 +1,599 @@
+//! Command-line flags (compatible with the original Go tool) and their validation
+//! into [`Settings`]. Parsing is separate from the process environment so tests
+//! can feed it any arguments.
+
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sha2::{Digest, Sha256};
+
+use crate::model::NodeId;
+
+/// Port used for a `--raft-peers` entry written without one.
+pub const DEFAULT_RAFT_PORT: u16 = 7000;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "redis-orchestrator",
+    version,
+    about = "Consensus-safe Redis failover across sites",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a local three-site cluster (two Redis data nodes and a witness) on 127.0.0.1 and watch it fail over.
+    Demo(crate::demo::DemoArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ElectionMode {
+    /// Accepted for compatibility; the agent always uses Raft consensus.
+    Deterministic,
+    Raft,
+}
+
+/// Flags of the agent. Booleans accept both `--flag` and `--flag=true|false`.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Host of the local redis-server.
+    #[arg(long, default_value = "localhost")]
+    pub redis_host: String,
+    #[arg(long, default_value_t = 6379)]
+    pub redis_port: u16,
+    /// Password for the local Redis (requirepass) and for replication (masterauth).
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true, default_value = "")]
+    pub redis_password: String,
+    /// TLS to Redis (minimum TLS 1.2).
+    #[arg(long, value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub redis_tls: bool,
+    /// Skip TLS certificate verification (unsafe; logged loudly).
+    #[arg(long, value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub redis_tls_skip_verify: bool,
+    /// Accepted for compatibility; replicas follow the master's advertised address instead.
+    #[arg(long, default_value = "redis")]
+    pub redis_service: String,
+    /// Accepted for compatibility; replicas follow the master's advertised address instead.
+    #[arg(long, default_value = "")]
+    pub master_service: String,
+    /// Accepted for compatibility: the agent reconciles every --probe-interval.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    pub sync_interval: Duration,
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pub pod_name: String,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "")]
+    pub namespace: String,
+    /// Pod discovery selector (used in Kubernetes).
+    #[arg(long, default_value = "app=redis")]
+    pub label_selector: String,
+    #[arg(long, value_enum, default_value = "deterministic")]
+    pub election_mode: ElectionMode,
+    /// Address the Raft/peer port listens on.
+    #[arg(long, default_value = "0.0.0.0:7000")]
+    pub raft_bind: String,
+    /// Comma-separated host:port of every agent (both data nodes and the witness); a host without port means :7000.
+    #[arg(long, default_value = "")]
+    pub raft_peers: String,
+    /// This agent's own entry in --raft-peers (else found by POD_NAME/hostname or local address).
+    #[arg(long, default_value = "")]
+    pub raft_advertise: String,
+    #[arg(long, default_value = "/var/lib/redis-orchestrator/raft")]
+    pub raft_data_dir: PathBuf,
+    /// Accepted for compatibility: every agent may bootstrap, with the identical voter set.
+    #[arg(long, default_value = "auto")]
+    pub raft_bootstrap: String,
+    /// Advertise the external IP of this pod's LoadBalancer service (Kubernetes).
+    #[arg(long, value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub lb_service: bool,
+    /// Secret shared by all agents; signs every peer and API request.
+    #[arg(long, env = "SHARED_SECRET", hide_env_values = true, default_value = "")]
+    pub shared_secret: String,
+    /// Witness mode: no Redis, votes only. Requires --election-mode=raft.
+    #[arg(long, value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub standalone: bool,
+    /// Standby site: replicate, never become master.
+    #[arg(long, value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub no_promote: bool,
+    /// Verbose logs.
+    #[arg(long, value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub debug: bool,
+    /// Address the HTTP API listens on.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub api_bind: String,
+    /// Site name shown in status and logs.
+    #[arg(long, env = "SITE", default_value = "")]
+    pub site: String,
+    /// Member name (default: POD_NAME, else the own --raft-peers entry).
+    #[arg(long, env = "NODE_NAME", default_value = "")]
+    pub node_name: String,
+    /// Tie-breaker between equally up-to-date candidates: higher wins.
+    #[arg(long, default_value_t = 100)]
+    pub priority: u32,
+    /// How often the local Redis is probed and reported.
+    #[arg(long, value_parser = parse_duration, default_value = "200ms")]
+    pub probe_interval: Duration,
+    /// The master's agent must see its Redis refuse connections this long before failover.
+    #[arg(long, value_parser = parse_duration, default_value = "500ms")]
+    pub redis_down_after: Duration,
+    /// Silence from the master's agent before failover (if no replica still sees the master).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub down_after: Duration,
+    /// A master without confirmed quorum contact for this long pauses writes. Must be < --down-after.
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    pub lease: Duration,
+    /// Refuse a failover candidate lagging more than this many bytes.
+    #[arg(long, default_value_t = 1_048_576)]
+    pub max_lag_on_failover: u64,
+    /// Redis address replicas use to reach this node (default: host of the own --raft-peers entry and --redis-port).
+    #[arg(long, default_value = "")]
+    pub redis_announce: String,
+    /// Raft heartbeat interval.
+    #[arg(long, value_parser = parse_duration, default_value = "250ms")]
+    pub raft_heartbeat: Duration,
+    /// Minimum Raft election timeout (the maximum is twice this).
+    #[arg(long, value_parser = parse_duration, default_value = "1500ms")]
+    pub raft_election_timeout: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::duration::parse(s)
+}
+
+/// A validation failure; the binary prints it and exits 2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// One `--raft-peers` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// `host:port`, normalized (port added when missing).
+    pub addr: String,
+    pub host: String,
+    pub port: u16,
+    pub id: NodeId,
+}
+
+impl Peer {
+    pub fn parse(entry: &str) -> Result<Peer, ConfigError> {
+        let entry = entry.trim();
+        let (host, port) = split_host_port(entry, DEFAULT_RAFT_PORT)
+            .map_err(|e| err(format!("bad --raft-peers entry {entry:?}: {e}")))?;
+        let addr = join_host_port(&host, port);
+        Ok(Peer {
+            id: node_id(&addr),
+            addr,
+            host,
+            port,
+        })
+    }
+}
+
+/// Stable id of a peer: every agent computes the same id from the same entry.
+pub fn node_id(addr: &str) -> NodeId {
+    let digest = Sha256::digest(addr.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(bytes)
+}
+
+/// Split `host:port` (or `[v6]:port`); a missing port takes `default_port`.
+pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
+    if s.is_empty() {
+        return Err("empty address".into());
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or("unclosed '['")?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| format!("bad port {p:?}"))?,
+            None if after.is_empty() => default_port,
+            None => return Err(format!("unexpected {after:?} after ']'")),
+        };
+        return Ok((host.to_string(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((host, _)) if host.contains(':') => Err("IPv6 addresses need brackets: [addr]:port".into()),
+        Some((host, p)) => {
+            let port = p.parse().map_err(|_| format!("bad port {p:?}"))?;
+            if host.is_empty() {
+                return Err("empty host".into());
+            }
+            Ok((host.to_string(), port))
+        }
+        None => Ok((s.to_string(), default_port)),
+    }
+}
+
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Validated configuration of one agent.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub peers: Vec<Peer>,
+    pub me: Peer,
+    /// How the own entry was found, for the start-up log.
+    pub me_found_by: String,
+    pub name: String,
+    pub site: String,
+    pub witness: bool,
+    pub no_promote: bool,
+    pub priority: u32,
+    pub raft_bind: SocketAddr,
+    pub api_bind: SocketAddr,
+    pub api_advertise: String,
+    pub raft_data_dir: PathBuf,
+    pub redis: Option<crate::redis::RedisConfig>,
+    pub redis_announce: Option<String>,
+    pub secret: Option<Vec<u8>>,
+    pub probe_interval: Duration,
+    pub redis_down_after: Duration,
+    pub down_after: Duration,
+    pub lease: Duration,
+    pub max_lag_on_failover: u64,
+    pub raft_heartbeat: Duration,
+    pub raft_election_timeout: Duration,
+    pub pod_name: String,
+    pub namespace: String,
+    pub debug: bool,
+    /// Flags accepted only for compatibility that were set to a non-default value.
+    pub ignored_flags: Vec<String>,
+}
+
+/// How the agent tells which `--raft-peers` entry is its own.
+pub struct SelfLookup<'a> {
+    pub advertise: &'a str,
+    pub pod_name: &'a str,
+    pub namespace: &'a str,
+    pub hostname: &'a str,
+    /// Whether an entry's host resolves to an address of this machine.
+    pub is_local: &'a dyn Fn(&str) -> bool,
+    pub raft_bind_port: u16,
+}
+
+/// Find the own entry: `--raft-advertise`, else `POD_NAME.`/hostname prefix,
+/// else the only entry that resolves to a local address with our Raft port.
+pub fn find_self(peers: &[Peer], lookup: &SelfLookup<'_>) -> Result<(Peer, String), ConfigError> {
+    let tried = || peers.iter().map(|p| p.addr.as_str()).collect::<Vec<_>>().join(", ");
+    if !lookup.advertise.is_empty() {
+        let wanted = Peer::parse(lookup.advertise)?;
+        return peers
+            .iter()
+            .find(|p| p.addr == wanted.addr)
+            .map(|p| (p.clone(), "--raft-advertise".to_string()))
+            .ok_or_else(|| err(format!("--raft-advertise {} is not one of --raft-peers ({})", wanted.addr, tried())));
+    }
+    for (label, name) in [("POD_NAME", lookup.pod_name), ("hostname", lookup.hostname)] {
+        if name.is_empty() {
+            continue;
+        }
+        let mut matches: Vec<&Peer> = peers
+            .iter()
+            .filter(|p| p.host == name || p.host.starts_with(&format!("{name}.")))
+            .collect();
+        // The seed names every data pod `redis-0`, one per namespace.
+        if matches.len() > 1 && !lookup.namespace.is_empty() {
+            let ns = format!(".{}.", lookup.namespace);
+            matches.retain(|p| p.host.contains(&ns));
+        }
+        if let [only] = matches.as_slice() {
+            return Ok(((*only).clone(), format!("{label} {name}")));
+        }
+    }
+    let local: Vec<&Peer> = peers
+        .iter()
+        .filter(|p| p.port == lookup.raft_bind_port && (lookup.is_local)(&p.host))
+        .collect();
+    match local.as_slice() {
+        [only] => Ok(((*only).clone(), "local address".to_string())),
+        [] => Err(err(format!(
+            "cannot tell which --raft-peers entry is this node: tried {} (by POD_NAME {:?}, hostname {:?}, local addresses); set --raft-advertise",
+            tried(),
+            lookup.pod_name,
+            lookup.hostname
+        ))),
+        many => Err(err(format!(
+            "several --raft-peers entries are local ({}); set --raft-advertise",
+            many.iter().map(|p| p.addr.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// True if `host` resolves to an address this machine can bind.
+pub fn resolves_to_local_address(host: &str) -> bool {
+    let Ok(addrs) = (host, 0u16).to_socket_addrs() else {
+        return false;
+    };
+    addrs.into_iter().any(|a| UdpSocket::bind((a.ip(), 0)).is_ok())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn parse_bind(flag: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| err(format!("bad {flag} {value:?}: expected ip:port, e.g. 0.0.0.0:7000")))
+}
+
+impl AgentArgs {
+    /// Validate the flags into settings, using the real host for self-lookup.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let host = hostname();
+        self.settings_with(&host, &resolves_to_local_address)
+    }
+
+    pub fn settings_with(&self, hostname: &str, is_local: &dyn Fn(&str) -> bool) -> Result<Settings, ConfigError> {
+        if self.standalone && self.election_mode != ElectionMode::Raft {
+            return Err(err("--standalone (witness) requires --election-mode=raft"));
+        }
+        if self.lease >= self.down_after {
+            return Err(err(format!(
+                "--lease ({}) must be shorter than --down-after ({}): an isolated master must stop writes before a new one can be chosen",
+                crate::duration::format(self.lease),
+                crate::duration::format(self.down_after)
+            )));
+        }
+        for (flag, d) in [
+            ("--probe-interval", self.probe_interval),
+            ("--lease", self.lease),
+            ("--redis-down-after", self.redis_down_after),
+            ("--raft-heartbeat", self.raft_heartbeat),
+        ] {
+            if d.is_zero() {
+                return Err(err(format!("{flag} must be greater than 0")));
+            }
+        }
+        if self.raft_election_timeout <= self.raft_heartbeat {
+            return Err(err("--raft-election-timeout must be longer than --raft-heartbeat"));
+        }
+        if self.probe_interval >= self.lease {
+            return Err(err("--probe-interval must be shorter than --lease"));
+        }
+        if self.raft_peers.trim().is_empty() {
+            return Err(err("--raft-peers is required: comma-separated host:port of every agent, witness included"));
+        }
+        let mut peers: Vec<Peer> = Vec::new();
+        for entry in self.raft_peers.split(',').filter(|e| !e.trim().is_empty()) {
+            let peer = Peer::parse(entry)?;
+            if peers.iter().any(|p| p.addr == peer.addr) {
+                return Err(err(format!("--raft-peers lists {} twice", peer.addr)));
+            }
+            peers.push(peer);
+        }
+        let raft_bind = parse_bind("--raft-bind", &self.raft_bind)?;
+        let api_bind = parse_bind("--api-bind", &self.api_bind)?;
+        let lookup = SelfLookup {
+            advertise: &self.raft_advertise,
+            pod_name: &self.pod_name,
+            namespace: &self.namespace,
+            hostname,
+            is_local,
+            raft_bind_port: raft_bind.port(),
+        };
+        let (me, me_found_by) = find_self(&peers, &lookup)?;
+
+        let redis = (!self.standalone).then(|| crate::redis::RedisConfig {
+            host: self.redis_host.clone(),
+            port: self.redis_port,
+            password: (!self.redis_password.is_empty()).then(|| self.redis_password.clone()),
+            tls: self.redis_tls,
+            tls_skip_verify: self.redis_tls_skip_verify,
+        });
+        let redis_announce = if self.standalone {
+            None
+        } else if self.redis_announce.is_empty() {
+            Some(join_host_port(&me.host, self.redis_port))
+        } else {
+            let (h, p) = split_host_port(&self.redis_announce, self.redis_port)
+                .map_err(|e| err(format!("bad --redis-announce {:?}: {e}", self.redis_announce)))?;
+            Some(join_host_port(&h, p))
+        };
+        let name = [&self.node_name, &self.pod_name]
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_else(|| me.addr.clone());
+
+        let mut ignored_flags = Vec::new();
+        if self.redis_service != "redis" {
+            ignored_flags.push("--redis-service".to_string());
+        }
+        if !self.master_service.is_empty() {
+            ignored_flags.push("--master-service".to_string());
+        }
+        if self.sync_interval != Duration::from_secs(15) {
+            ignored_flags.push("--sync-interval".to_string());
+        }
+
+        Ok(Settings {
+            api_advertise: join_host_port(&me.host, api_bind.port()),
+            peers,
+            me,
+            me_found_by,
+            name,
+            site: self.site.clone(),
+            witness: self.standalone,
+            no_promote: self.no_promote,
+            priority: self.priority,
+            raft_bind,
+            api_bind,
+            raft_data_dir: self.raft_data_dir.clone(),
+            redis,
+            redis_announce,
+            secret: (!self.shared_secret.is_empty()).then(|| self.shared_secret.as_bytes().to_vec()),
+            probe_interval: self.probe_interval,
+            redis_down_after: self.redis_down_after,
+            down_after: self.down_after,
+            lease: self.lease,
+            max_lag_on_failover: self.max_lag_on_failover,
+            raft_heartbeat: self.raft_heartbeat,
+            raft_election_timeout: self.raft_election_timeout,
+            pod_name: self.pod_name.clone(),
+            namespace: self.namespace.clone(),
+            debug: self.debug,
+            ignored_flags,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEERS: &str = "redis-0.redis-headless.redis-multisite-a.svc.cluster.local:7000,redis-0.redis-headless.redis-multisite-b.svc.cluster.local:7000,redis-witness.redis-headless.redis-multisite-c.svc.cluster.local";
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let mut full = vec!["redis-orchestrator"];
+        full.extend_from_slice(args);
+        Cli::try_parse_from(full)
+    }
+
+    fn settings(args: &[&str]) -> Result<Settings, ConfigError> {
+        let cli = parse(args).map_err(|e| err(e.to_string()))?;
+        cli.agent.settings_with("nohost", &|_| false)
+    }
+
+    #[test]
+    fn every_original_flag_parses() {
+        let cli = parse(&[
+            "--redis-host=localhost",
+            "--redis-port=6380",
+            "--redis-password=pw",
+            "--redis-tls",
+            "--redis-tls-skip-verify=true",
+            "--redis-service=redis",
+            "--master-service=redis-master",
+            "--sync-interval=15s",
+            "--pod-name=redis-0",
+            "--namespace=redis-multisite-a",
+            "--label-selector=app=redis",
+            "--election-mode=raft",
+            "--raft-bind=0.0.0.0:7000",
+            &format!("--raft-peers={PEERS}"),
+            "--raft-data-dir=/data/raft",
+            "--raft-bootstrap=true",
+            "--lb-service=false",
+            "--shared-secret=s",
+            "--standalone=false",
+            "--no-promote",
+            "--debug=true",
+        ])
+        .expect("original flags parse");
+        let a = cli.agent;
+        assert_eq!(a.redis_port, 6380);
+        assert!(a.redis_tls && a.redis_tls_skip_verify && a.no_promote && a.debug);
+        assert!(!a.standalone && !a.lb_service);
+        assert_eq!(a.election_mode, ElectionMode::Raft);
+        assert_eq!(a.sync_interval, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn boolean_flags_take_both_forms() {
+        for (args, want) in [
+            (vec!["--standalone"], true),
+            (vec!["--standalone=true"], true),
+            (vec!["--standalone=false"], false),
+            (vec![], false),
+        ] {
+            let cli = parse(&args).expect("parses");
+            assert_eq!(cli.agent.standalone, want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn finds_itself_by_pod_name_and_resolves_the_seed_peers() {
+        let s = settings(&["--election-mode=raft", &format!("--raft-peers={PEERS}"), "--pod-name=redis-0"]);
+        // Two entries start with "redis-0.": ambiguous by pod name alone, so it must fail clearly.
+        let e = s.expect_err("ambiguous pod name");
+        assert!(e.0.contains("cannot tell which --raft-peers entry"), "{e}");
+        let s = settings(&[&format!("--raft-peers={PEERS}"), "--pod-name=redis-0", "--namespace=redis-multisite-b"])
+            .expect("namespace disambiguates");
+        assert_eq!(s.me.addr, "redis-0.redis-headless.redis-multisite-b.svc.cluster.local:7000");
+        assert_eq!(s.me_found_by, "POD_NAME redis-0");
+        assert_eq!(s.name, "redis-0");
+
+        let s = settings(&[&format!("--raft-peers={PEERS}"), "--pod-name=redis-witness", "--standalone", "--election-mode=raft"])
+            .expect("witness finds itself");
+        assert_eq!(s.me.addr, "redis-witness.redis-headless.redis-multisite-c.svc.cluster.local:7000");
+        assert!(s.witness && s.redis.is_none() && s.redis_announce.is_none());
+        assert_eq!(s.peers.len(), 3);
+    }
+
+    #[test]
+    fn finds_itself_by_advertise_then_local_address() {
+        let peers = "--raft-peers=10.0.0.1:7000,10.0.0.2:7000,10.0.0.3";
+        let s = settings(&[peers, "--raft-advertise=10.0.0.2:7000"]).expect("advertise");
+        assert_eq!(s.me.addr, "10.0.0.2:7000");
+        assert_eq!(s.redis_announce.as_deref(), Some("10.0.0.2:6379"));
+        assert_eq!(s.api_advertise, "10.0.0.2:8080");
+
+        let cli = parse(&[peers]).expect("parses");
+        let s = cli.agent.settings_with("h", &|host| host == "10.0.0.3").expect("local");
+        assert_eq!(s.me.addr, "10.0.0.3:7000");
+        assert_eq!(s.me_found_by, "local address");
+    }
+
+    #[test]
+    fn node_ids_are_stable_and_distinct() {
+        let a = Peer::parse("a.example:7000").expect("a");
+        let a2 = Peer::parse("a.example").expect("a without port");
+        let b = Peer::parse("b.example:7000").expect("b");
+        assert_eq!(a.id, a2.id);
+        assert_ne!(a.id, b.id);
+        assert_eq!(a.id, node_id("a.example:7000"));
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_a_reason() {
+        let peers = "--raft-peers=10.0.0.1:7000,10.0.0.2:7000";
+        let me = "--raft-advertise=10.0.0.1:7000";
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (vec![peers, me, "--down-after=5"], "missing unit"),
+            (vec![peers, me, "--lease=ten"], "invalid duration"),
+            (vec![peers, me, "--lease=5s", "--down-after=5s"], "--lease (5s) must be shorter than --down-after (5s)"),
+            (vec![peers, me, "--standalone"], "requires --election-mode=raft"),
+            (vec![me], "--raft-peers is required"),
+            (vec!["--raft-peers=a:70000", me], "bad port"),
+            (vec![peers, "--raft-advertise=10.9.9.9:7000"], "is not one of --raft-peers"),
+            (vec![peers, me, "--api-bind=localhost"], "bad --api-bind"),
+            (vec!["--raft-peers=a:1,a:1", "--raft-advertise=a:1"], "twice"),
+            (vec![peers, me, "--election-mode=paxos"], "invalid value"),
+            (vec![peers, me, "--probe-interval=5s"], "--probe-interval must be shorter than --lease"),
+        ];
+        for (args, want) in cases {
+            let e = settings(&args).expect_err(&format!("{args:?} must fail"));
+            assert!(e.0.contains(want), "{args:?}: got {e}");
+        }
+    }
+
+    #[test]
+    fn split_host_port_handles_ipv6_and_defaults() {
+        assert_eq!(split_host_port("[::1]:7001", 7000), Ok(("::1".into(), 7001)));
+        assert_eq!(split_host_port("[::1]", 7000), Ok(("::1".into(), 7000)));
+        assert_eq!(split_host_port("host", 7000), Ok(("host".into(), 7000)));
+        assert!(split_host_port("::1:7000", 7000).is_err());
+        assert_eq!(join_host_port("::1", 6379), "[::1]:6379");
+    }
+}

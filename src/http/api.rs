@@ -1,0 +1,317 @@
+//! API port: `/health`, `/ready`, `/master`, `/replica` are public (probes and load
+//! balancers); everything else is signed.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
+
+use crate::agent::Agent;
+use crate::config::{Peer, node_id};
+use crate::model::{MemberKind, NodeId, RedisHealth, RedisRole};
+
+pub fn router(agent: Arc<Agent>) -> Router {
+    let signed = Router::new()
+        .route("/state", get(state))
+        .route("/raft/status", get(raft_status))
+        .route("/raft/peers", get(raft_peers))
+        .route("/raft/add-voter", post(add_voter))
+        .route("/raft/add-nonvoter", post(add_nonvoter))
+        .layer(middleware::from_fn_with_state(agent.clone(), super::require_signature));
+    Router::new()
+        .route("/health", get(|| async { "OK" }))
+        .route("/ready", get(ready))
+        .route("/master", get(master))
+        .route("/replica", get(replica))
+        .merge(signed)
+        .with_state(agent)
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// One member as seen in the committed state.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub name: String,
+    pub site: String,
+    pub kind: MemberKind,
+    pub redis_addr: Option<String>,
+    pub api_addr: String,
+    pub no_promote: bool,
+}
+
+/// `GET /state`: the original tool's fields plus the committed cluster view.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateView {
+    pub pod_name: String,
+    pub pod_ip: String,
+    pub pod_uid: String,
+    pub namespace: String,
+    pub is_master: bool,
+    pub is_healthy: bool,
+    pub is_witness: bool,
+    pub startup_time: String,
+    pub last_seen: Option<String>,
+    pub name: String,
+    pub site: String,
+    pub node_id: NodeId,
+    /// `master`, `replica`, `witness` or `down`.
+    pub role: String,
+    pub epoch: u64,
+    pub master: Option<String>,
+    pub redis_addr: Option<String>,
+    pub raft_leader: Option<String>,
+    pub raft_state: String,
+    pub raft_term: u64,
+    pub fenced: bool,
+    pub repl_offset: Option<u64>,
+    pub master_link_up: Option<bool>,
+    pub redis_run_id: Option<String>,
+    pub redis_error: Option<String>,
+    pub reconcile: String,
+    pub members: Vec<MemberView>,
+}
+
+async fn ready(State(agent): State<Arc<Agent>>) -> Response {
+    let known = agent.cluster_state().members.contains_key(&agent.settings.me.id);
+    let leader = agent.raft.metrics().borrow().current_leader;
+    match (known, leader) {
+        (true, Some(_)) => (StatusCode::OK, "ready").into_response(),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not registered in the cluster state yet").into_response(),
+        (true, None) => (StatusCode::SERVICE_UNAVAILABLE, "no raft leader known").into_response(),
+    }
+}
+
+fn raft_state_name(s: ServerState) -> &'static str {
+    match s {
+        ServerState::Leader => "Leader",
+        ServerState::Follower => "Follower",
+        ServerState::Candidate => "Candidate",
+        ServerState::Learner => "Learner",
+        ServerState::Shutdown => "Shutdown",
+    }
+}
+
+pub fn state_view(agent: &Agent) -> StateView {
+    let s = &agent.settings;
+    let cluster = agent.cluster_state();
+    let local = agent.local_snapshot();
+    let metrics = agent.raft.metrics().borrow().clone();
+    let me = s.me.id;
+    let status = local.health.status();
+    let role = if !agent.has_redis() {
+        "witness".to_string()
+    } else {
+        status.map_or_else(|| "down".to_string(), |st| st.role.to_string())
+    };
+    let raft_leader = metrics.current_leader.map(|id| {
+        cluster.members.get(&id).map(|m| m.name.clone()).unwrap_or_else(|| {
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map_or_else(|| id.to_string(), |n| n.addr.clone())
+        })
+    });
+    StateView {
+        pod_name: s.pod_name.clone(),
+        pod_ip: s.me.host.clone(),
+        pod_uid: String::new(),
+        namespace: s.namespace.clone(),
+        is_master: cluster.master == Some(me) && status.is_some_and(|st| st.role == RedisRole::Master) && !local.fenced,
+        is_healthy: !agent.has_redis() || status.is_some(),
+        is_witness: !agent.has_redis(),
+        startup_time: rfc3339(agent.started_wall),
+        last_seen: local.last_seen.map(rfc3339),
+        name: s.name.clone(),
+        site: s.site.clone(),
+        node_id: me,
+        role,
+        epoch: cluster.epoch,
+        master: cluster.master_member().map(|m| m.name.clone()),
+        redis_addr: s.redis_announce.clone(),
+        raft_leader,
+        raft_state: raft_state_name(metrics.state).to_string(),
+        raft_term: metrics.current_term,
+        fenced: local.fenced && agent.has_redis(),
+        repl_offset: status.map(|st| st.repl_offset),
+        master_link_up: status.filter(|st| st.role == RedisRole::Replica).map(|st| st.master_link_up),
+        redis_run_id: status.map(|st| st.run_id.clone()),
+        redis_error: match &local.health {
+            RedisHealth::Down { error, .. } if agent.has_redis() => Some(error.clone()),
+            _ => None,
+        },
+        reconcile: local.reason,
+        members: cluster
+            .members
+            .iter()
+            .map(|(id, m)| MemberView {
+                id: *id,
+                name: m.name.clone(),
+                site: m.site.clone(),
+                kind: m.kind,
+                redis_addr: m.redis_addr.clone(),
+                api_addr: m.api_addr.clone(),
+                no_promote: m.no_promote,
+            })
+            .collect(),
+    }
+}
+
+async fn state(State(agent): State<Arc<Agent>>) -> Json<StateView> {
+    Json(state_view(&agent))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RaftStatus {
+    pub leader_addr: String,
+    pub leader_id: String,
+    pub state: String,
+    pub term: u64,
+    pub pod_name: String,
+    pub pod_uid: String,
+    pub peers: Vec<String>,
+}
+
+async fn raft_status(State(agent): State<Arc<Agent>>) -> Json<RaftStatus> {
+    let m = agent.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership().clone();
+    let leader_addr = m
+        .current_leader
+        .and_then(|id| membership.get_node(&id).map(|n| n.addr.clone()))
+        .unwrap_or_default();
+    Json(RaftStatus {
+        leader_addr,
+        leader_id: m.current_leader.map(|id| id.to_string()).unwrap_or_default(),
+        state: raft_state_name(m.state).to_string(),
+        term: m.current_term,
+        pod_name: agent.settings.pod_name.clone(),
+        pod_uid: String::new(),
+        peers: membership.nodes().map(|(_, n)| n.addr.clone()).collect(),
+    })
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerView {
+    pub id: String,
+    pub address: String,
+    pub name: Option<String>,
+    pub kind: Option<MemberKind>,
+    pub voter: bool,
+    pub leader: bool,
+}
+
+async fn raft_peers(State(agent): State<Arc<Agent>>) -> Json<Vec<PeerView>> {
+    let m = agent.raft.metrics().borrow().clone();
+    let cluster = agent.cluster_state();
+    let membership = m.membership_config.membership().clone();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    Json(
+        membership
+            .nodes()
+            .map(|(id, node)| PeerView {
+                id: id.to_string(),
+                address: node.addr.clone(),
+                name: cluster.members.get(id).map(|mm| mm.name.clone()),
+                kind: cluster.members.get(id).map(|mm| mm.kind),
+                voter: voters.contains(id),
+                leader: m.current_leader == Some(*id),
+            })
+            .collect(),
+    )
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AddPeerRequest {
+    /// A name for logs; the node id is derived from the address like every `--raft-peers` entry.
+    #[serde(default)]
+    pub id: String,
+    pub address: String,
+}
+
+fn not_leader(agent: &Agent) -> Option<Response> {
+    let m = agent.raft.metrics().borrow().clone();
+    if m.state == ServerState::Leader {
+        return None;
+    }
+    let leader = m
+        .current_leader
+        .and_then(|id| m.membership_config.membership().get_node(&id).map(|n| n.addr.clone()))
+        .unwrap_or_else(|| "unknown".into());
+    Some((StatusCode::BAD_REQUEST, format!("not the leader; the leader is {leader}")).into_response())
+}
+
+async fn add_peer(agent: Arc<Agent>, req: AddPeerRequest, voter: bool) -> Response {
+    if let Some(resp) = not_leader(&agent) {
+        return resp;
+    }
+    let peer = match Peer::parse(&req.address) {
+        Ok(p) => p,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let id = node_id(&peer.addr);
+    let node = BasicNode { addr: peer.addr.clone() };
+    if let Err(e) = agent.raft.add_learner(id, node, true).await {
+        return (StatusCode::BAD_REQUEST, format!("cannot add {}: {e}", peer.addr)).into_response();
+    }
+    if voter {
+        let change = ChangeMembers::AddVoterIds(std::iter::once(id).collect());
+        if let Err(e) = agent.raft.change_membership(change, false).await {
+            return (StatusCode::BAD_REQUEST, format!("added {} as learner but not as voter: {e}", peer.addr))
+                .into_response();
+        }
+    }
+    tracing::info!(name = %req.id, address = %peer.addr, voter, "added raft member");
+    Json(serde_json::json!({"id": id.to_string(), "address": peer.addr, "voter": voter})).into_response()
+}
+
+async fn add_voter(State(agent): State<Arc<Agent>>, Json(req): Json<AddPeerRequest>) -> Response {
+    add_peer(agent, req, true).await
+}
+
+async fn add_nonvoter(State(agent): State<Arc<Agent>>, Json(req): Json<AddPeerRequest>) -> Response {
+    add_peer(agent, req, false).await
+}
+
+async fn master(State(agent): State<Arc<Agent>>) -> Response {
+    let v = state_view(&agent);
+    if v.is_master {
+        (StatusCode::OK, "master").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not master (role {})", v.role)).into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ReplicaQuery {
+    lag: Option<u64>,
+}
+
+async fn replica(State(agent): State<Arc<Agent>>, Query(q): Query<ReplicaQuery>) -> Response {
+    let local = agent.local_snapshot();
+    let Some(status) = local.health.status().filter(|s| s.role == RedisRole::Replica) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not a replica").into_response();
+    };
+    if !status.master_link_up {
+        return (StatusCode::SERVICE_UNAVAILABLE, "replication link down").into_response();
+    }
+    if let Some(max_lag) = q.lag {
+        let Some(master_offset) = local.master_offset else {
+            return (StatusCode::SERVICE_UNAVAILABLE, "lag unknown: no master offset from the coordinator yet").into_response();
+        };
+        let lag = master_offset.saturating_sub(status.repl_offset);
+        if lag > max_lag {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("lagging {lag} bytes")).into_response();
+        }
+    }
+    (StatusCode::OK, "replica").into_response()
+}
