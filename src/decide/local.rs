@@ -1,7 +1,8 @@
 //! What a data agent does to its own Redis: a pure plan from the committed
 //! state, the local probe and how recently a quorum-holding coordinator confirmed contact.
 
-use crate::model::{ClusterState, Millis, NodeId, RedisHealth};
+use super::addr::{RedisAddr, same_redis_addr};
+use crate::model::{ClusterState, Millis, NodeId, RedisHealth, RedisRole, RedisStatus};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LocalAction {
@@ -33,10 +34,534 @@ pub struct LocalPlan {
     pub reason: String,
 }
 
+/// Plan the next actions on the local Redis. Idempotent: when Redis already matches the
+/// committed state the plan is empty (apart from renewing a fence), so it can run every probe.
 pub fn plan_local(view: &LocalView<'_>) -> LocalPlan {
-    let _ = view;
-    LocalPlan {
-        actions: Vec::new(),
-        reason: "not implemented".into(),
+    let status = match view.redis {
+        RedisHealth::Up(status) => status,
+        RedisHealth::Down { .. } => return LocalPlan::new(Vec::new(), "local redis down"),
+    };
+
+    // Without recent quorum contact another node may already have been elected:
+    // a master must stop taking writes before the coordinator's down_after runs out.
+    let isolated = view.contact_age.is_none_or(|age| age > view.lease);
+    if isolated {
+        let since = view
+            .contact_age
+            .map_or_else(|| "ever".to_string(), |age| format!("for {} ms", age.0));
+        return match status.role {
+            RedisRole::Master => LocalPlan::new(
+                vec![LocalAction::PauseWrites],
+                format!("no confirmed quorum contact {since}: fencing writes"),
+            ),
+            RedisRole::Replica => LocalPlan::new(
+                Vec::new(),
+                format!("no confirmed quorum contact {since}; a replica has nothing to fence"),
+            ),
+        };
+    }
+
+    match view.state.master {
+        None if view.fenced => LocalPlan::new(
+            vec![LocalAction::Unpause],
+            "no master elected yet; quorum contact is back, lifting the fence",
+        ),
+        None => LocalPlan::new(Vec::new(), "no master elected yet"),
+        Some(master) if master == view.self_id => plan_as_master(view, status),
+        Some(master) => plan_as_replica(view, status, master),
+    }
+}
+
+impl LocalPlan {
+    fn new(actions: Vec<LocalAction>, reason: impl Into<String>) -> LocalPlan {
+        LocalPlan {
+            actions,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Append `Unpause` when a fence may still hold: always last, after any role change.
+fn then_unpause(mut actions: Vec<LocalAction>, fenced: bool) -> Vec<LocalAction> {
+    if fenced {
+        actions.push(LocalAction::Unpause);
+    }
+    actions
+}
+
+fn plan_as_master(view: &LocalView<'_>, status: &RedisStatus) -> LocalPlan {
+    let me = view.state.member_name(view.self_id);
+    if view.state.master_run_id.as_deref() != Some(status.run_id.as_str()) {
+        // This Redis is not the process that was elected: it may have restarted empty.
+        // Never promote it, and keep it from taking writes until the coordinator fails over.
+        return match status.role {
+            RedisRole::Master => LocalPlan::new(
+                vec![LocalAction::PauseWrites],
+                format!("local redis on {me} restarted; waiting for failover"),
+            ),
+            RedisRole::Replica => LocalPlan::new(
+                Vec::new(),
+                format!("local redis on {me} restarted; waiting for failover, not promoting"),
+            ),
+        };
+    }
+    match status.role {
+        RedisRole::Replica => LocalPlan::new(
+            then_unpause(vec![LocalAction::Promote], view.fenced),
+            format!(
+                "{me} is master at epoch {}: promoting local redis",
+                view.state.epoch
+            ),
+        ),
+        RedisRole::Master if view.fenced => LocalPlan::new(
+            vec![LocalAction::Unpause],
+            format!("{me} is still master and quorum contact is back: lifting the fence"),
+        ),
+        RedisRole::Master => LocalPlan::new(Vec::new(), format!("{me} already master")),
+    }
+}
+
+fn plan_as_replica(view: &LocalView<'_>, status: &RedisStatus, master: NodeId) -> LocalPlan {
+    let Some(member) = view.state.members.get(&master) else {
+        return LocalPlan::new(
+            Vec::new(),
+            format!("committed master node {master} is not a registered member"),
+        );
+    };
+    let name = &member.name;
+    let Some(addr) = member.redis_addr.as_deref() else {
+        return LocalPlan::new(
+            Vec::new(),
+            format!("committed master {name} has no redis address"),
+        );
+    };
+    let Some(RedisAddr { host, port }) = RedisAddr::parse(addr) else {
+        return LocalPlan::new(
+            Vec::new(),
+            format!("committed address {addr:?} of master {name} is invalid"),
+        );
+    };
+    let following = status.role == RedisRole::Replica
+        && status
+            .master_addr
+            .as_deref()
+            .is_some_and(|a| same_redis_addr(a, addr));
+    if following {
+        return if view.fenced {
+            LocalPlan::new(
+                vec![LocalAction::Unpause],
+                format!("already replicating from {name}; lifting the fence"),
+            )
+        } else {
+            LocalPlan::new(Vec::new(), format!("already replicating from {name}"))
+        };
+    }
+    // Demote before unpausing: writes held by the pause must fail with READONLY, not be
+    // acknowledged by a master whose data the coming resync erases.
+    LocalPlan::new(
+        then_unpause(vec![LocalAction::ReplicateFrom { host, port }], view.fenced),
+        format!(
+            "{name} is master at epoch {}: replicating from {addr}",
+            view.state.epoch
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DownKind, Member, MemberKind};
+
+    use LocalAction::{PauseWrites, Promote, ReplicateFrom, Unpause};
+
+    const LEASE: u64 = 10_000;
+    /// This agent.
+    const A: NodeId = 1;
+    /// The other data node.
+    const B: NodeId = 2;
+    const B_ADDR: &str = "b.example:6380";
+
+    fn member(name: &str, redis_addr: &str) -> Member {
+        Member {
+            name: name.to_string(),
+            site: format!("site-{name}"),
+            kind: MemberKind::Data,
+            redis_addr: Some(redis_addr.to_string()),
+            api_addr: format!("{name}:8080"),
+            raft_addr: format!("{name}:7000"),
+            priority: 0,
+            no_promote: false,
+        }
+    }
+
+    /// a and b registered; `master` elected at epoch 3 with `run_id`.
+    fn state(master: Option<NodeId>, run_id: &str) -> ClusterState {
+        let mut state = ClusterState {
+            epoch: 3,
+            master,
+            master_run_id: master.map(|_| run_id.to_string()),
+            ..ClusterState::default()
+        };
+        state.members.insert(A, member("a", "a.example:6379"));
+        state.members.insert(B, member("b", B_ADDR));
+        state
+    }
+
+    fn with_b_addr(mut state: ClusterState, addr: &str) -> ClusterState {
+        state.members.insert(B, member("b", addr));
+        state
+    }
+
+    fn as_master(run_id: &str) -> RedisHealth {
+        RedisHealth::Up(RedisStatus {
+            run_id: run_id.to_string(),
+            role: RedisRole::Master,
+            master_addr: None,
+            master_link_up: false,
+            repl_offset: 100,
+            keys: 1,
+        })
+    }
+
+    fn as_replica_of(run_id: &str, master_addr: Option<&str>, link: bool) -> RedisHealth {
+        RedisHealth::Up(RedisStatus {
+            run_id: run_id.to_string(),
+            role: RedisRole::Replica,
+            master_addr: master_addr.map(str::to_string),
+            master_link_up: link,
+            repl_offset: 100,
+            keys: 1,
+        })
+    }
+
+    fn replicate_from_b() -> LocalAction {
+        ReplicateFrom {
+            host: "b.example".to_string(),
+            port: 6380,
+        }
+    }
+
+    fn plan(
+        state: &ClusterState,
+        redis: &RedisHealth,
+        contact_age: Option<u64>,
+        fenced: bool,
+    ) -> LocalPlan {
+        plan_local(&LocalView {
+            self_id: A,
+            state,
+            redis,
+            contact_age: contact_age.map(Millis),
+            fenced,
+            lease: Millis(LEASE),
+        })
+    }
+
+    /// (case, state, local redis, contact age, fenced, expected actions, expected reason)
+    type Row<'a> = (
+        &'a str,
+        &'a ClusterState,
+        RedisHealth,
+        Option<u64>,
+        bool,
+        Vec<LocalAction>,
+        &'a str,
+    );
+
+    /// Contact well inside the lease.
+    const CONTACT: Option<u64> = Some(1_000);
+
+    #[test]
+    fn plan_table() {
+        let no_master = state(None, "");
+        let a_master = state(Some(A), "run-a");
+        let b_master = state(Some(B), "run-b");
+        let refused = RedisHealth::Down {
+            kind: DownKind::Refused,
+            for_ms: 1,
+            error: "connection refused".to_string(),
+        };
+        let cases: Vec<Row<'_>> = vec![
+            (
+                "redis down",
+                &a_master,
+                refused.clone(),
+                CONTACT,
+                true,
+                vec![],
+                "local redis down",
+            ),
+            (
+                "redis down while isolated",
+                &a_master,
+                refused,
+                None,
+                false,
+                vec![],
+                "local redis down",
+            ),
+            (
+                "isolated master fences",
+                &a_master,
+                as_master("run-a"),
+                Some(LEASE + 1),
+                false,
+                vec![PauseWrites],
+                "no confirmed quorum contact for 10001 ms: fencing writes",
+            ),
+            (
+                "isolated master renews the fence",
+                &a_master,
+                as_master("run-a"),
+                Some(LEASE + 1),
+                true,
+                vec![PauseWrites],
+                "no confirmed quorum contact for 10001 ms: fencing writes",
+            ),
+            (
+                "never contacted master fences",
+                &no_master,
+                as_master("run-x"),
+                None,
+                false,
+                vec![PauseWrites],
+                "no confirmed quorum contact ever: fencing writes",
+            ),
+            (
+                "isolated replica does nothing",
+                &b_master,
+                as_replica_of("run-a", Some("elsewhere:6379"), false),
+                Some(LEASE + 1),
+                false,
+                vec![],
+                "no confirmed quorum contact for 10001 ms; a replica has nothing to fence",
+            ),
+            (
+                "contact exactly at the lease still counts",
+                &a_master,
+                as_master("run-a"),
+                Some(LEASE),
+                false,
+                vec![],
+                "a already master",
+            ),
+            (
+                "no master yet",
+                &no_master,
+                as_master("run-a"),
+                CONTACT,
+                false,
+                vec![],
+                "no master elected yet",
+            ),
+            (
+                "no master yet, fence lifted",
+                &no_master,
+                as_master("run-a"),
+                CONTACT,
+                true,
+                vec![Unpause],
+                "no master elected yet; quorum contact is back, lifting the fence",
+            ),
+            (
+                "elected replica promotes",
+                &a_master,
+                as_replica_of("run-a", Some(B_ADDR), true),
+                CONTACT,
+                false,
+                vec![Promote],
+                "a is master at epoch 3: promoting local redis",
+            ),
+            (
+                "elected fenced replica promotes, then unpauses",
+                &a_master,
+                as_replica_of("run-a", Some(B_ADDR), false),
+                CONTACT,
+                true,
+                vec![Promote, Unpause],
+                "a is master at epoch 3: promoting local redis",
+            ),
+            (
+                "already master",
+                &a_master,
+                as_master("run-a"),
+                CONTACT,
+                false,
+                vec![],
+                "a already master",
+            ),
+            (
+                "still master after isolation: unpause",
+                &a_master,
+                as_master("run-a"),
+                CONTACT,
+                true,
+                vec![Unpause],
+                "a is still master and quorum contact is back: lifting the fence",
+            ),
+            (
+                "restarted master redis is paused, not trusted",
+                &a_master,
+                as_master("run-a2"),
+                CONTACT,
+                false,
+                vec![PauseWrites],
+                "local redis on a restarted; waiting for failover",
+            ),
+            (
+                "restarted replica redis is not promoted",
+                &a_master,
+                as_replica_of("run-a2", Some(B_ADDR), false),
+                CONTACT,
+                true,
+                vec![],
+                "local redis on a restarted; waiting for failover, not promoting",
+            ),
+            (
+                "deposed master demotes",
+                &b_master,
+                as_master("run-a"),
+                CONTACT,
+                false,
+                vec![replicate_from_b()],
+                "b is master at epoch 3: replicating from b.example:6380",
+            ),
+            (
+                "fenced deposed master demotes before unpausing",
+                &b_master,
+                as_master("run-a"),
+                CONTACT,
+                true,
+                vec![replicate_from_b(), Unpause],
+                "b is master at epoch 3: replicating from b.example:6380",
+            ),
+            (
+                "replica of the wrong master is repointed",
+                &b_master,
+                as_replica_of("run-a", Some("old.example:6379"), true),
+                CONTACT,
+                false,
+                vec![replicate_from_b()],
+                "b is master at epoch 3: replicating from b.example:6380",
+            ),
+            (
+                "replica with no master is pointed",
+                &b_master,
+                as_replica_of("run-a", None, false),
+                CONTACT,
+                true,
+                vec![replicate_from_b(), Unpause],
+                "b is master at epoch 3: replicating from b.example:6380",
+            ),
+            (
+                "already replicating",
+                &b_master,
+                as_replica_of("run-a", Some(B_ADDR), true),
+                CONTACT,
+                false,
+                vec![],
+                "already replicating from b",
+            ),
+            (
+                "already replicating with the link down: redis retries by itself",
+                &b_master,
+                as_replica_of("run-a", Some(B_ADDR), false),
+                CONTACT,
+                false,
+                vec![],
+                "already replicating from b",
+            ),
+            (
+                "already replicating, fence lifted",
+                &b_master,
+                as_replica_of("run-a", Some(B_ADDR), true),
+                CONTACT,
+                true,
+                vec![Unpause],
+                "already replicating from b; lifting the fence",
+            ),
+        ];
+        for (case, state, redis, contact_age, fenced, actions, reason) in cases {
+            let got = plan(state, &redis, contact_age, fenced);
+            assert_eq!(got.actions, actions, "{case}");
+            assert_eq!(got.reason, reason, "{case}");
+        }
+    }
+
+    #[test]
+    fn plan_is_idempotent_once_applied() {
+        // After the planned role change, the next probe shows it done and the plan is empty.
+        let b_master = state(Some(B), "run-b");
+        let before = plan(&b_master, &as_master("run-a"), CONTACT, false);
+        assert_eq!(before.actions, vec![replicate_from_b()]);
+        let after = plan(
+            &b_master,
+            &as_replica_of("run-a", Some(B_ADDR), false),
+            CONTACT,
+            false,
+        );
+        assert!(after.actions.is_empty(), "{after:?}");
+
+        let a_master = state(Some(A), "run-a");
+        let before = plan(
+            &a_master,
+            &as_replica_of("run-a", Some(B_ADDR), false),
+            CONTACT,
+            false,
+        );
+        assert_eq!(before.actions, vec![Promote]);
+        let after = plan(&a_master, &as_master("run-a"), CONTACT, false);
+        assert!(after.actions.is_empty(), "{after:?}");
+    }
+
+    #[test]
+    fn invalid_committed_address_means_no_action() {
+        for addr in [
+            "b.example:notaport",
+            "b.example",
+            "b.example:70000",
+            ":6379",
+        ] {
+            let state = with_b_addr(state(Some(B), "run-b"), addr);
+            let got = plan(&state, &as_master("run-a"), CONTACT, true);
+            assert!(got.actions.is_empty(), "{addr}: {got:?}");
+            assert_eq!(
+                got.reason,
+                format!("committed address {addr:?} of master b is invalid")
+            );
+        }
+    }
+
+    #[test]
+    fn ipv6_master_address_splits_on_last_colon() {
+        let state = with_b_addr(state(Some(B), "run-b"), "[fd00::2]:6379");
+        let got = plan(&state, &as_master("run-a"), CONTACT, false);
+        assert_eq!(
+            got.actions,
+            vec![ReplicateFrom {
+                host: "fd00::2".to_string(),
+                port: 6379
+            }]
+        );
+        // Redis reports the bare host; that is the same endpoint.
+        let got = plan(
+            &state,
+            &as_replica_of("run-a", Some("fd00::2:6379"), true),
+            CONTACT,
+            false,
+        );
+        assert!(got.actions.is_empty(), "{got:?}");
+    }
+
+    #[test]
+    fn unregistered_master_means_no_action() {
+        let mut state = state(Some(B), "run-b");
+        state.members.remove(&B);
+        let got = plan(&state, &as_master("run-a"), CONTACT, true);
+        assert!(got.actions.is_empty());
+        assert_eq!(
+            got.reason,
+            "committed master node 2 is not a registered member"
+        );
     }
 }

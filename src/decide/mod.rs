@@ -1,11 +1,21 @@
 //! The coordinator's failover rules: a pure function of the committed state,
 //! the latest reports and the time. No async, no I/O, no clock.
 
+mod addr;
+mod candidate;
 pub mod local;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{ClusterState, Command, Millis, NodeId, NodeReport};
+use crate::model::{
+    ClusterState, Command, DownKind, Member, MemberKind, Millis, NodeId, NodeReport, RedisHealth,
+    RedisRole,
+};
+
+use addr::same_redis_addr;
+use candidate::{Field, failover_order, first_election_order};
 
 /// Tunables that shape every decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,10 +54,306 @@ pub struct Decision {
 }
 
 /// Decide what to commit next.
+///
+/// Registrations come first and are applied to a private copy of the state, so a
+/// member that just reported can be elected in the same call.
 pub fn decide(state: &ClusterState, reports: &Reports, policy: &Policy, now: Millis) -> Decision {
-    let _ = (state, reports, policy, now);
-    Decision {
-        commands: Vec::new(),
-        reason: "not implemented".into(),
+    let registrations = registrations(state, reports);
+    let mut working = state.clone();
+    for command in &registrations {
+        working.apply(command);
     }
+    let outcome = match working.master {
+        None => first_election(&working, reports, policy, now),
+        Some(master) => watch_master(&working, reports, policy, now, master),
+    };
+    let reason = if registrations.is_empty() {
+        outcome.reason
+    } else {
+        let names: Vec<&str> = registrations
+            .iter()
+            .filter_map(|c| match c {
+                Command::Register { member, .. } => Some(member.name.as_str()),
+                Command::SetMaster { .. } => None,
+            })
+            .collect();
+        format!("registering {}; {}", names.join(", "), outcome.reason)
+    };
+    let mut commands = registrations;
+    commands.extend(outcome.command);
+    Decision { commands, reason }
+}
+
+/// A report counts only while younger than `down_after`: older ones describe a node
+/// we may already have to treat as gone.
+pub(crate) fn is_fresh(received: &ReceivedReport, policy: &Policy, now: Millis) -> bool {
+    now.since(received.received_at) < policy.down_after
+}
+
+/// What one branch of the decision wants to commit, if anything, and why.
+struct Outcome {
+    command: Option<Command>,
+    reason: String,
+}
+
+impl Outcome {
+    fn wait(reason: String) -> Outcome {
+        Outcome {
+            command: None,
+            reason,
+        }
+    }
+}
+
+/// `Register` for every reporter whose self-description differs from the committed one.
+fn registrations(state: &ClusterState, reports: &Reports) -> Vec<Command> {
+    reports
+        .latest
+        .iter()
+        .filter(|(id, received)| state.members.get(id) != Some(&received.report.member))
+        .map(|(&id, received)| Command::Register {
+            id,
+            member: received.report.member.clone(),
+        })
+        .collect()
+}
+
+/// Member name, or the raw id for a voter that has not registered yet.
+fn display_name(state: &ClusterState, id: NodeId) -> String {
+    state
+        .members
+        .get(&id)
+        .map_or_else(|| format!("node {id}"), |m| m.name.clone())
+}
+
+/// No master yet: wait until everyone had a chance to report (so an existing master
+/// holding data is not passed over for an empty node that happened to report first),
+/// then elect the best-placed Redis.
+fn first_election(
+    state: &ClusterState,
+    reports: &Reports,
+    policy: &Policy,
+    now: Millis,
+) -> Outcome {
+    let mut missing: Vec<String> = reports
+        .voters
+        .iter()
+        .filter(|id| !reports.latest.contains_key(id))
+        .map(|&id| display_name(state, id))
+        .collect();
+    missing.sort();
+    let leading_for = now.since(reports.leader_since);
+    if !missing.is_empty() && leading_for < policy.down_after {
+        return Outcome::wait(format!(
+            "first election waits for {} of {} members to report ({}), at most {} ms more",
+            missing.len(),
+            reports.voters.len(),
+            missing.join(", "),
+            policy.down_after.since(leading_for).0
+        ));
+    }
+    let mut field = Field::assess(state, reports, policy, now, None);
+    field.candidates.sort_by(first_election_order);
+    let Some(best) = field.candidates.first() else {
+        return Outcome::wait(format!(
+            "no candidate for the first master: {}",
+            field.describe_refusals()
+        ));
+    };
+    let epoch = state.epoch + 1;
+    let without = if missing.is_empty() {
+        String::new()
+    } else {
+        format!(" without a report from {}", missing.join(", "))
+    };
+    let reason = format!(
+        "first master: electing {} ({}, {} keys, offset {}) at epoch {epoch}{without}",
+        best.member.name, best.status.role, best.status.keys, best.status.repl_offset
+    );
+    Outcome {
+        command: Some(Command::SetMaster {
+            node: best.id,
+            epoch,
+            run_id: best.status.run_id.clone(),
+            reason: reason.clone(),
+        }),
+        reason,
+    }
+}
+
+/// Whether the committed master has failed, and if so who replaces it.
+fn watch_master(
+    state: &ClusterState,
+    reports: &Reports,
+    policy: &Policy,
+    now: Millis,
+    master: NodeId,
+) -> Outcome {
+    let Some(member) = state.members.get(&master) else {
+        return Outcome::wait(format!(
+            "committed master node {master} is not a registered member; nothing to decide"
+        ));
+    };
+    let cause = match judge_master(state, reports, policy, now, master, member) {
+        Verdict::Kept(reason) => return Outcome::wait(reason),
+        Verdict::Failed(cause) => cause,
+    };
+
+    let mut field = Field::assess(state, reports, policy, now, Some(master));
+    field.candidates.sort_by(failover_order);
+    // The master's own position (if it last reported Up) is what a successor must not
+    // fall too far behind; with no such figure the best candidate sets the bar.
+    let master_offset = reports
+        .latest
+        .get(&master)
+        .and_then(|r| r.report.redis.as_ref())
+        .and_then(RedisHealth::status)
+        .map(|s| s.repl_offset);
+    let best_offset = field.candidates.first().map(|c| c.status.repl_offset);
+    if let Some(reference) = master_offset.max(best_offset) {
+        field.refuse_lagging(reference, policy.max_lag_bytes);
+    }
+    let Some(chosen) = field.candidates.first() else {
+        return Outcome::wait(format!(
+            "{cause}, but no candidate: {}",
+            field.describe_refusals()
+        ));
+    };
+    let epoch = state.epoch + 1;
+    let reason = format!(
+        "{cause}: promoting {} (offset {}) at epoch {epoch}",
+        chosen.member.name, chosen.status.repl_offset
+    );
+    Outcome {
+        command: Some(Command::SetMaster {
+            node: chosen.id,
+            epoch,
+            run_id: chosen.status.run_id.clone(),
+            reason: reason.clone(),
+        }),
+        reason,
+    }
+}
+
+/// The committed master is either kept (with why) or failed (with the cause).
+enum Verdict {
+    Kept(String),
+    Failed(String),
+}
+
+fn judge_master(
+    state: &ClusterState,
+    reports: &Reports,
+    policy: &Policy,
+    now: Millis,
+    master: NodeId,
+    member: &Member,
+) -> Verdict {
+    let name = &member.name;
+    let latest = reports.latest.get(&master);
+
+    // The master's agent is talking to us: trust what it says about its Redis.
+    if let Some(received) = latest.filter(|r| is_fresh(r, policy, now)) {
+        return match &received.report.redis {
+            Some(RedisHealth::Up(status))
+                if state.master_run_id.as_deref() != Some(status.run_id.as_str()) =>
+            {
+                // A restarted Redis may have come back empty; replicas that resync
+                // from it would drop their data, so it must not stay master.
+                Verdict::Failed(format!("master {name}'s redis restarted (run_id changed)"))
+            }
+            Some(RedisHealth::Up(_)) => {
+                Verdict::Kept(format!("master {name} healthy (epoch {})", state.epoch))
+            }
+            Some(RedisHealth::Down {
+                kind: DownKind::Refused,
+                for_ms,
+                ..
+            }) => {
+                // Refused means nothing listens: the process is gone, so the short
+                // timeout is enough.
+                if Millis(*for_ms) >= policy.redis_down_after {
+                    Verdict::Failed(format!(
+                        "master {name}'s redis down (connection refused) for {for_ms} ms"
+                    ))
+                } else {
+                    Verdict::Kept(format!(
+                        "master {name}'s redis down (connection refused) for {for_ms} ms; failover at {} ms",
+                        policy.redis_down_after.0
+                    ))
+                }
+            }
+            Some(RedisHealth::Down {
+                kind: DownKind::Unreachable,
+                for_ms,
+                ..
+            }) => {
+                // A hung or unreachable process may still be serving someone, so only
+                // the long (fencing) timeout applies.
+                if Millis(*for_ms) >= policy.down_after {
+                    Verdict::Failed(format!("master {name}'s redis unreachable for {for_ms} ms"))
+                } else {
+                    Verdict::Kept(format!(
+                        "master {name}'s redis unreachable for {for_ms} ms; failover at {} ms",
+                        policy.down_after.0
+                    ))
+                }
+            }
+            None => Verdict::Kept(format!("master {name} reports no redis status; keeping it")),
+        };
+    }
+
+    // Silence counts from our own leadership at the earliest: a new coordinator has
+    // not had the chance to hear from anyone, and the old master's lease may still run.
+    let last_contact = latest.map_or(reports.leader_since, |r| {
+        r.received_at.max(reports.leader_since)
+    });
+    let silent = now.since(last_contact);
+    if silent < policy.down_after {
+        return Verdict::Kept(format!(
+            "master {name} silent for {} ms; failover at {} ms",
+            silent.0, policy.down_after.0
+        ));
+    }
+    if let Some(replica) = live_replica_of(state, reports, policy, now, master, member) {
+        return Verdict::Kept(format!(
+            "master {name} silent for {} ms but {replica} still has a live link to it; keeping it",
+            silent.0
+        ));
+    }
+    Verdict::Failed(format!(
+        "master {name} silent for {} ms and no replica sees it",
+        silent.0
+    ))
+}
+
+/// A data member that freshly reports a live replication link to the master: proof
+/// the master's Redis is alive and only its agent (or our path to it) is not.
+fn live_replica_of<'a>(
+    state: &'a ClusterState,
+    reports: &Reports,
+    policy: &Policy,
+    now: Millis,
+    master: NodeId,
+    member: &Member,
+) -> Option<&'a str> {
+    let master_addr = member.redis_addr.as_deref()?;
+    state
+        .members
+        .iter()
+        .filter(|(id, m)| **id != master && m.kind == MemberKind::Data)
+        .find_map(|(id, m)| {
+            let received = reports
+                .latest
+                .get(id)
+                .filter(|r| is_fresh(r, policy, now))?;
+            let status = received.report.redis.as_ref()?.status()?;
+            let sees = status.role == RedisRole::Replica
+                && status.master_link_up
+                && status
+                    .master_addr
+                    .as_deref()
+                    .is_some_and(|a| same_redis_addr(a, master_addr));
+            sees.then_some(m.name.as_str())
+        })
 }

@@ -1,0 +1,718 @@
+//! Scenario tests of `decide`, built from small Patroni-style fixtures: members,
+//! Redis probes and reports received at a given time.
+
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::model::{DownKind, MemberKind, RedisHealth, RedisRole, RedisStatus};
+
+use MemberKind::{Data, Witness};
+
+const REDIS_DOWN_AFTER: u64 = 5_000;
+const DOWN_AFTER: u64 = 15_000;
+const MAX_LAG: u64 = 1_000;
+/// The coordinator's clock for every scenario; leadership started at 0 unless set.
+const NOW: u64 = 100_000;
+/// Old enough to be stale, young enough to matter: the last time a silent node spoke.
+const STALE_AT: u64 = NOW - DOWN_AFTER;
+
+fn policy() -> Policy {
+    Policy {
+        redis_down_after: Millis(REDIS_DOWN_AFTER),
+        down_after: Millis(DOWN_AFTER),
+        max_lag_bytes: MAX_LAG,
+    }
+}
+
+/// Stable id per name, so tests never spell raw ids.
+fn id(name: &str) -> NodeId {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn member(name: &str, kind: MemberKind) -> Member {
+    Member {
+        name: name.to_string(),
+        site: format!("site-{name}"),
+        kind,
+        redis_addr: (kind == Data).then(|| addr(name)),
+        api_addr: format!("{name}:8080"),
+        raft_addr: format!("{name}:7000"),
+        priority: 0,
+        no_promote: false,
+    }
+}
+
+fn addr(name: &str) -> String {
+    format!("{name}:6379")
+}
+
+fn with_priority(member: Member, priority: u32) -> Member {
+    Member { priority, ..member }
+}
+
+fn no_promote(member: Member) -> Member {
+    Member {
+        no_promote: true,
+        ..member
+    }
+}
+
+fn up_master(run_id: &str, offset: u64, keys: u64) -> RedisHealth {
+    RedisHealth::Up(RedisStatus {
+        run_id: run_id.to_string(),
+        role: RedisRole::Master,
+        master_addr: None,
+        master_link_up: false,
+        repl_offset: offset,
+        keys,
+    })
+}
+
+/// A replica of `master_addr`; it holds keys once it has received any bytes.
+fn up_replica_of(master_addr: &str, link: bool, offset: u64) -> RedisHealth {
+    RedisHealth::Up(RedisStatus {
+        run_id: format!("run-replica-{offset}"),
+        role: RedisRole::Replica,
+        master_addr: Some(master_addr.to_string()),
+        master_link_up: link,
+        repl_offset: offset,
+        keys: u64::from(offset > 0),
+    })
+}
+
+fn down(kind: DownKind, for_ms: u64) -> RedisHealth {
+    RedisHealth::Down {
+        kind,
+        for_ms,
+        error: "probe failed".to_string(),
+    }
+}
+
+fn run_id_of(health: &RedisHealth) -> String {
+    health
+        .status()
+        .map(|s| s.run_id.clone())
+        .unwrap_or_default()
+}
+
+/// One scenario: committed state plus what the coordinator heard.
+struct Scenario {
+    state: ClusterState,
+    reports: Reports,
+}
+
+impl Scenario {
+    /// All `members` registered and voting; no master; this node leads since 0.
+    fn new(members: &[Member]) -> Scenario {
+        let mut state = ClusterState::default();
+        for m in members {
+            state.members.insert(id(&m.name), m.clone());
+        }
+        let voters: BTreeSet<NodeId> = members.iter().map(|m| id(&m.name)).collect();
+        Scenario {
+            state,
+            reports: Reports {
+                leader_since: Millis(0),
+                voters,
+                latest: BTreeMap::new(),
+            },
+        }
+    }
+
+    /// `name` is master at epoch 7, elected with `run_id`.
+    fn master(mut self, name: &str, run_id: &str) -> Scenario {
+        self.state.epoch = 7;
+        self.state.master = Some(id(name));
+        self.state.master_run_id = Some(run_id.to_string());
+        self
+    }
+
+    fn leader_since(mut self, ms: u64) -> Scenario {
+        self.reports.leader_since = Millis(ms);
+        self
+    }
+
+    /// The registered member `name` reported `redis` at coordinator time `ms`.
+    fn report_at(self, name: &str, redis: Option<RedisHealth>, ms: u64) -> Scenario {
+        let member = self
+            .state
+            .members
+            .get(&id(name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} is not registered in this scenario"));
+        self.report_member_at(member, redis, ms)
+    }
+
+    /// A report carrying `member` as its self-description (possibly unregistered).
+    fn report_member_at(mut self, member: Member, redis: Option<RedisHealth>, ms: u64) -> Scenario {
+        let node = id(&member.name);
+        self.reports.latest.insert(
+            node,
+            ReceivedReport {
+                report: NodeReport {
+                    node,
+                    member,
+                    redis,
+                    fenced: false,
+                },
+                received_at: Millis(ms),
+            },
+        );
+        self
+    }
+
+    /// Fresh report (received now).
+    fn report(self, name: &str, redis: RedisHealth) -> Scenario {
+        self.report_at(name, Some(redis), NOW)
+    }
+
+    fn decide(&self) -> Decision {
+        self.decide_at(NOW)
+    }
+
+    fn decide_at(&self, now: u64) -> Decision {
+        decide(&self.state, &self.reports, &policy(), Millis(now))
+    }
+}
+
+/// The node and epoch of the decision's SetMaster, if any.
+fn elected(decision: &Decision) -> Option<(NodeId, u64)> {
+    decision.commands.iter().find_map(|c| match c {
+        Command::SetMaster { node, epoch, .. } => Some((*node, *epoch)),
+        Command::Register { .. } => None,
+    })
+}
+
+fn elected_node(decision: &Decision) -> Option<NodeId> {
+    elected(decision).map(|(node, _)| node)
+}
+
+fn three_nodes() -> Vec<Member> {
+    vec![member("a", Data), member("b", Data), member("w", Witness)]
+}
+
+/// a is master at offset 5000 with data, b a replica with a live link and all bytes.
+fn healthy_pair() -> Scenario {
+    Scenario::new(&three_nodes())
+        .master("a", "run-a")
+        .report("a", up_master("run-a", 5_000, 10))
+        .report("b", up_replica_of(&addr("a"), true, 5_000))
+        .report_at("w", None, NOW)
+}
+
+// === registration ===
+
+#[test]
+fn registers_new_and_changed_members() {
+    let moved = Member {
+        redis_addr: Some("a-new:6379".to_string()),
+        ..member("a", Data)
+    };
+    let s = Scenario::new(&[member("a", Data), member("w", Witness)])
+        .master("a", "run-a")
+        .report_member_at(moved.clone(), Some(up_master("run-a", 10, 1)), NOW)
+        .report_member_at(
+            member("b", Data),
+            Some(up_replica_of("a-new:6379", true, 10)),
+            NOW,
+        )
+        .report_at("w", None, NOW);
+    let d = s.decide();
+    assert_eq!(
+        d.commands,
+        vec![
+            Command::Register {
+                id: id("a"),
+                member: moved
+            },
+            Command::Register {
+                id: id("b"),
+                member: member("b", Data)
+            },
+        ]
+    );
+    assert!(
+        d.reason.starts_with("registering a, b; master a healthy"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn unchanged_members_are_not_registered_again() {
+    let d = healthy_pair().decide();
+    assert!(d.commands.is_empty(), "{:?}", d.commands);
+    assert_eq!(d.reason, "master a healthy (epoch 7)");
+}
+
+#[test]
+fn registration_and_first_election_in_one_call() {
+    let mut s = Scenario::new(&[]);
+    s.reports.voters = [id("a"), id("b")].into();
+    let s = s
+        .report_member_at(member("a", Data), Some(up_master("run-a", 100, 3)), NOW)
+        .report_member_at(
+            member("b", Data),
+            Some(up_replica_of(&addr("a"), true, 100)),
+            NOW,
+        );
+    let d = s.decide();
+    assert_eq!(d.commands.len(), 3, "{:?}", d.commands);
+    assert!(matches!(d.commands[0], Command::Register { .. }));
+    assert!(matches!(d.commands[1], Command::Register { .. }));
+    assert_eq!(
+        d.commands[2],
+        Command::SetMaster {
+            node: id("a"),
+            epoch: 1,
+            run_id: "run-a".to_string(),
+            reason: "first master: electing a (master, 3 keys, offset 100) at epoch 1".to_string(),
+        }
+    );
+}
+
+// === first election ===
+
+#[test]
+fn first_election_waits_for_every_voter_until_down_after() {
+    let s = Scenario::new(&three_nodes())
+        .leader_since(NOW - 1_000)
+        .report("a", up_master("run-a", 0, 0))
+        .report_at("w", None, NOW);
+    let d = s.decide();
+    assert_eq!(elected(&d), None);
+    assert_eq!(
+        d.reason,
+        "first election waits for 1 of 3 members to report (b), at most 14000 ms more"
+    );
+
+    // Once every voter reported, no need to wait.
+    let d = s.report("b", up_replica_of(&addr("a"), false, 0)).decide();
+    assert_eq!(elected(&d), Some((id("a"), 1)));
+}
+
+#[test]
+fn first_election_proceeds_without_all_voters_after_down_after() {
+    let s = Scenario::new(&three_nodes())
+        .leader_since(NOW - DOWN_AFTER)
+        .report("a", up_master("run-a", 0, 0));
+    let d = s.decide();
+    assert_eq!(elected(&d), Some((id("a"), 1)));
+    assert!(
+        d.reason.ends_with("without a report from b, w"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn first_election_names_unregistered_voters_by_id() {
+    let mut s = Scenario::new(&[member("a", Data)]).report("a", up_master("run-a", 0, 0));
+    s.reports.voters.insert(42);
+    s.reports.leader_since = Millis(NOW);
+    let d = s.decide();
+    assert_eq!(
+        d.reason,
+        "first election waits for 1 of 2 members to report (node 42), at most 15000 ms more"
+    );
+}
+
+#[test]
+fn first_election_ranking() {
+    // (case, a's redis, b's redis, priorities (a, b), expected winner)
+    let cases = [
+        (
+            "existing master with data beats an empty master",
+            up_master("run-a", 500, 10),
+            up_master("run-b", 900, 0),
+            (0, 0),
+            "a",
+        ),
+        (
+            "a replica with data beats an empty master",
+            up_master("run-a", 0, 0),
+            up_replica_of(&addr("c"), false, 100),
+            (0, 0),
+            "b",
+        ),
+        (
+            "with data on both, the master beats a replica ahead of it",
+            up_master("run-a", 100, 5),
+            up_replica_of(&addr("a"), true, 900),
+            (0, 0),
+            "a",
+        ),
+        (
+            "same role and data: higher offset wins",
+            up_master("run-a", 100, 5),
+            up_master("run-b", 200, 5),
+            (0, 0),
+            "b",
+        ),
+        (
+            "same offset: higher priority wins",
+            up_master("run-a", 100, 5),
+            up_master("run-b", 100, 5),
+            (0, 1),
+            "b",
+        ),
+        (
+            "all equal: name decides",
+            up_master("run-a", 0, 0),
+            up_master("run-b", 0, 0),
+            (0, 0),
+            "a",
+        ),
+    ];
+    for (case, a, b, (pa, pb), want) in cases {
+        let want_run_id = run_id_of(if want == "a" { &a } else { &b });
+        let s = Scenario::new(&[
+            with_priority(member("a", Data), pa),
+            with_priority(member("b", Data), pb),
+        ])
+        .report("a", a)
+        .report("b", b);
+        let d = s.decide();
+        let Some(Command::SetMaster { node, run_id, .. }) = d.commands.first() else {
+            panic!("{case}: no SetMaster: {}", d.reason);
+        };
+        assert_eq!(*node, id(want), "{case}: {}", d.reason);
+        assert_eq!(*run_id, want_run_id, "{case}");
+    }
+}
+
+#[test]
+fn first_election_skips_ineligible_and_explains_when_nobody_fits() {
+    let s = Scenario::new(&[
+        member("a", Data),
+        no_promote(member("b", Data)),
+        member("c", Data),
+        member("w", Witness),
+    ])
+    .report("a", down(DownKind::Refused, 60_000))
+    .report("b", up_master("run-b", 100, 10))
+    .report_at("c", Some(up_master("run-c", 100, 10)), STALE_AT)
+    .report_at("w", None, NOW);
+    let d = s.decide();
+    assert_eq!(elected(&d), None);
+    assert_eq!(
+        d.reason,
+        "no candidate for the first master: a redis down, b no-promote, c stale report (15000 ms old), w witness"
+    );
+}
+
+// === master failure detection ===
+
+#[test]
+fn healthy_master_is_kept() {
+    let d = healthy_pair().decide();
+    assert_eq!(elected(&d), None);
+    assert_eq!(d.reason, "master a healthy (epoch 7)");
+}
+
+#[test]
+fn refused_master_fails_over_only_after_redis_down_after() {
+    let cases = [
+        (REDIS_DOWN_AFTER - 1, None),
+        (REDIS_DOWN_AFTER, Some(id("b"))),
+    ];
+    for (for_ms, want) in cases {
+        let d = healthy_pair()
+            .report("a", down(DownKind::Refused, for_ms))
+            .decide();
+        assert_eq!(elected_node(&d), want, "{for_ms}: {}", d.reason);
+    }
+    let d = healthy_pair()
+        .report("a", down(DownKind::Refused, REDIS_DOWN_AFTER))
+        .decide();
+    assert_eq!(
+        d.reason,
+        "master a's redis down (connection refused) for 5000 ms: promoting b (offset 5000) at epoch 8"
+    );
+}
+
+#[test]
+fn unreachable_master_needs_down_after() {
+    let cases = [
+        (REDIS_DOWN_AFTER, None),
+        (DOWN_AFTER - 1, None),
+        (DOWN_AFTER, Some(id("b"))),
+    ];
+    for (for_ms, want) in cases {
+        let d = healthy_pair()
+            .report("a", down(DownKind::Unreachable, for_ms))
+            .decide();
+        assert_eq!(elected_node(&d), want, "{for_ms}: {}", d.reason);
+    }
+}
+
+#[test]
+fn silent_master_fails_over_only_after_down_after_and_without_live_link() {
+    let b_link_down = up_replica_of(&addr("a"), false, 5_000);
+    let b_link_up = up_replica_of(&addr("a"), true, 5_000);
+    // (a last heard at, b's redis, expected)
+    let cases = [
+        (STALE_AT + 1, b_link_down.clone(), None),
+        (STALE_AT, b_link_down.clone(), Some(id("b"))),
+        (STALE_AT, b_link_up.clone(), None),
+    ];
+    for (heard_at, b, want) in cases {
+        let d = healthy_pair()
+            .report_at("a", Some(up_master("run-a", 5_000, 10)), heard_at)
+            .report("b", b)
+            .decide();
+        assert_eq!(elected_node(&d), want, "{heard_at}: {}", d.reason);
+    }
+
+    let d = healthy_pair()
+        .report_at("a", Some(up_master("run-a", 5_000, 10)), STALE_AT)
+        .report("b", b_link_up)
+        .decide();
+    assert_eq!(
+        d.reason,
+        "master a silent for 15000 ms but b still has a live link to it; keeping it"
+    );
+    let d = healthy_pair()
+        .report_at("a", Some(up_master("run-a", 5_000, 10)), STALE_AT)
+        .report("b", b_link_down)
+        .decide();
+    assert_eq!(
+        d.reason,
+        "master a silent for 15000 ms and no replica sees it: promoting b (offset 5000) at epoch 8"
+    );
+}
+
+#[test]
+fn live_link_counts_only_from_a_fresh_report() {
+    let d = healthy_pair()
+        .report_at("a", Some(up_master("run-a", 5_000, 10)), STALE_AT)
+        .report_at("b", Some(up_replica_of(&addr("a"), true, 5_000)), STALE_AT)
+        .decide();
+    assert_eq!(elected(&d), None);
+    assert!(
+        d.reason
+            .starts_with("master a silent for 15000 ms and no replica sees it, but no candidate"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn leader_since_bounds_silence() {
+    // A new coordinator that never heard from the master must not fail it over
+    // before down_after has run on its own clock: the old master's lease may still run.
+    let s = Scenario::new(&three_nodes())
+        .master("a", "run-a")
+        .report("b", up_replica_of(&addr("a"), false, 5_000));
+    let d = s.leader_since(NOW - 1_000).decide();
+    assert_eq!(elected(&d), None);
+    assert_eq!(
+        d.reason,
+        "master a silent for 1000 ms; failover at 15000 ms"
+    );
+
+    // Same with an old report from a previous term.
+    let d = Scenario::new(&three_nodes())
+        .master("a", "run-a")
+        .report_at("a", Some(up_master("run-a", 5_000, 10)), 1_000)
+        .report("b", up_replica_of(&addr("a"), false, 5_000))
+        .leader_since(NOW - 1_000)
+        .decide();
+    assert_eq!(elected(&d), None, "{}", d.reason);
+
+    let d = Scenario::new(&three_nodes())
+        .master("a", "run-a")
+        .report("b", up_replica_of(&addr("a"), false, 5_000))
+        .leader_since(NOW - DOWN_AFTER)
+        .decide();
+    assert_eq!(elected(&d), Some((id("b"), 8)), "{}", d.reason);
+}
+
+#[test]
+fn restarted_master_fails_over_at_once_to_replica_with_data() {
+    let d = healthy_pair()
+        .report("a", up_master("run-a-restarted", 0, 0))
+        .report("b", up_replica_of(&addr("a"), true, 5_000))
+        .decide();
+    assert_eq!(elected(&d), Some((id("b"), 8)));
+    assert_eq!(
+        d.reason,
+        "master a's redis restarted (run_id changed): promoting b (offset 5000) at epoch 8"
+    );
+}
+
+#[test]
+fn no_promote_master_is_kept_while_healthy() {
+    let d = Scenario::new(&[no_promote(member("a", Data)), member("b", Data)])
+        .master("a", "run-a")
+        .report("a", up_master("run-a", 5_000, 10))
+        .report("b", up_replica_of(&addr("a"), true, 5_000))
+        .decide();
+    assert!(d.commands.is_empty(), "{:?}", d.commands);
+    assert_eq!(d.reason, "master a healthy (epoch 7)");
+}
+
+// === choosing the successor ===
+
+#[test]
+fn failover_candidate_ranking() {
+    // (case, (b offset, b priority), (c offset, c priority), expected)
+    let cases = [
+        ("higher offset wins", (4_900, 0), (5_000, 0), "c"),
+        ("offset beats priority", (5_000, 0), (4_900, 9), "b"),
+        (
+            "same offset: higher priority wins",
+            (5_000, 0),
+            (5_000, 1),
+            "c",
+        ),
+        ("all equal: name decides", (5_000, 3), (5_000, 3), "b"),
+    ];
+    for (case, (bo, bp), (co, cp), want) in cases {
+        let d = Scenario::new(&[
+            member("a", Data),
+            with_priority(member("b", Data), bp),
+            with_priority(member("c", Data), cp),
+        ])
+        .master("a", "run-a")
+        .report("a", down(DownKind::Refused, REDIS_DOWN_AFTER))
+        .report("b", up_replica_of(&addr("a"), false, bo))
+        .report("c", up_replica_of(&addr("a"), false, co))
+        .decide();
+        assert_eq!(elected_node(&d), Some(id(want)), "{case}: {}", d.reason);
+    }
+}
+
+#[test]
+fn no_promote_and_witness_are_never_chosen() {
+    let d = Scenario::new(&[
+        member("a", Data),
+        no_promote(member("b", Data)),
+        member("c", Data),
+        member("w", Witness),
+    ])
+    .master("a", "run-a")
+    .report("a", down(DownKind::Refused, REDIS_DOWN_AFTER))
+    .report("b", up_replica_of(&addr("a"), false, 9_000))
+    .report("c", up_replica_of(&addr("a"), false, 8_500))
+    .report_at("w", None, NOW)
+    .decide();
+    assert_eq!(elected_node(&d), Some(id("c")), "{}", d.reason);
+}
+
+#[test]
+fn no_candidate_means_no_command_and_says_why() {
+    let d = Scenario::new(&[
+        member("a", Data),
+        member("b", Data),
+        member("c", Data),
+        no_promote(member("d", Data)),
+        member("e", Data),
+        member("w", Witness),
+    ])
+    .master("a", "run-a")
+    .report("a", down(DownKind::Refused, REDIS_DOWN_AFTER))
+    .report_at("c", Some(up_replica_of(&addr("a"), false, 5_000)), STALE_AT)
+    .report("d", up_replica_of(&addr("a"), false, 5_000))
+    .report("e", down(DownKind::Unreachable, 100))
+    .report_at("w", None, NOW)
+    .decide();
+    assert!(d.commands.is_empty(), "{:?}", d.commands);
+    assert_eq!(
+        d.reason,
+        "master a's redis down (connection refused) for 5000 ms, but no candidate: \
+         b no report, c stale report (15000 ms old), d no-promote, e redis down, w witness"
+    );
+}
+
+#[test]
+fn lagging_candidate_refused_beyond_max_lag_and_accepted_within() {
+    // The silent master last reported offset 10_000: that is the bar.
+    let cases = [
+        (10_000 - MAX_LAG, Some(id("b"))),
+        (10_000 - MAX_LAG - 1, None),
+    ];
+    for (b_offset, want) in cases {
+        let d = healthy_pair()
+            .report_at("a", Some(up_master("run-a", 10_000, 10)), STALE_AT)
+            .report("b", up_replica_of(&addr("a"), false, b_offset))
+            .decide();
+        assert_eq!(elected_node(&d), want, "{b_offset}: {}", d.reason);
+    }
+}
+
+#[test]
+fn lagging_refusal_is_explained() {
+    let d = healthy_pair()
+        .report_at("a", Some(up_master("run-a", 20_000, 10)), STALE_AT)
+        .report("b", up_replica_of(&addr("a"), false, 5_000))
+        .decide();
+    assert_eq!(elected(&d), None);
+    assert_eq!(
+        d.reason,
+        "master a silent for 15000 ms and no replica sees it, but no candidate: \
+         b lagging 15000 bytes, w witness"
+    );
+}
+
+#[test]
+fn without_a_master_offset_the_best_candidate_sets_the_bar() {
+    // The master's last report is Down, so its offset is unknown; c is the only
+    // candidate and cannot lag behind itself.
+    let d = Scenario::new(&[member("a", Data), member("b", Data), member("c", Data)])
+        .master("a", "run-a")
+        .report("a", down(DownKind::Refused, REDIS_DOWN_AFTER))
+        .report("b", down(DownKind::Refused, 1))
+        .report("c", up_replica_of(&addr("a"), false, 1_500))
+        .decide();
+    assert_eq!(elected_node(&d), Some(id("c")), "{}", d.reason);
+}
+
+#[test]
+fn epoch_is_exactly_previous_plus_one() {
+    for epoch in [0, 1, 7, 1_000] {
+        let mut s = healthy_pair().report("a", down(DownKind::Refused, REDIS_DOWN_AFTER));
+        s.state.epoch = epoch;
+        let d = s.decide();
+        assert_eq!(elected(&d), Some((id("b"), epoch + 1)));
+    }
+}
+
+#[test]
+fn set_master_carries_candidate_run_id_and_is_accepted_by_the_state_machine() {
+    let b = up_replica_of(&addr("a"), true, 5_000);
+    let s = healthy_pair()
+        .report("a", down(DownKind::Refused, REDIS_DOWN_AFTER))
+        .report("b", b.clone());
+    let d = s.decide();
+    let mut state = s.state.clone();
+    for command in &d.commands {
+        assert_eq!(state.apply(command), crate::model::CommandResponse::Applied);
+    }
+    assert_eq!(state.master, Some(id("b")));
+    assert_eq!(state.master_run_id, Some(run_id_of(&b)));
+}
+
+#[test]
+fn stale_candidate_reports_are_ignored() {
+    let d = Scenario::new(&[member("a", Data), member("b", Data), member("c", Data)])
+        .master("a", "run-a")
+        .report("a", down(DownKind::Refused, REDIS_DOWN_AFTER))
+        .report_at("b", Some(up_replica_of(&addr("a"), false, 9_000)), STALE_AT)
+        .report("c", up_replica_of(&addr("a"), false, 8_500))
+        .decide();
+    assert_eq!(elected_node(&d), Some(id("c")), "{}", d.reason);
+}
+
+#[test]
+fn candidate_with_redis_down_is_never_chosen() {
+    let d = Scenario::new(&[member("a", Data), member("b", Data), member("c", Data)])
+        .master("a", "run-a")
+        .report("a", down(DownKind::Refused, REDIS_DOWN_AFTER))
+        .report("b", down(DownKind::Refused, 1))
+        .report("c", up_replica_of(&addr("a"), false, 0))
+        .decide();
+    assert_eq!(elected_node(&d), Some(id("c")), "{}", d.reason);
+}
