@@ -163,6 +163,9 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000;
 
+    /// name, headers, method, path, body, now, expected error
+    type Case<'a> = (&'a str, Option<SignedHeaders>, &'a str, &'a str, &'a [u8], u64, AuthError);
+
     #[test]
     fn accepts_a_fresh_signature_once() {
         let v = Verifier::new(b"s3cret");
@@ -181,15 +184,7 @@ mod tests {
     fn rejects_every_kind_of_bad_request() {
         let v = Verifier::new(b"s3cret");
         let good = sign(b"s3cret", "POST", "/report", b"body", NOW);
-        let cases: Vec<(
-            &str,
-            Option<SignedHeaders>,
-            &str,
-            &str,
-            &[u8],
-            u64,
-            AuthError,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "unsigned",
                 None,

@@ -122,7 +122,7 @@ pub struct AgentArgs {
     #[arg(long, value_parser = parse_duration, default_value = "200ms")]
     pub probe_interval: Duration,
     /// The master's agent must see its Redis refuse connections this long before failover.
-    #[arg(long, value_parser = parse_duration, default_value = "500ms")]
+    #[arg(long, value_parser = parse_duration, default_value = "300ms")]
     pub redis_down_after: Duration,
     /// Silence from the master's agent before failover (if no replica still sees the master).
     #[arg(long, value_parser = parse_duration, default_value = "5s")]

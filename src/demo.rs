@@ -63,7 +63,7 @@ async fn spawn_redis(bin: &Path, port: u16, dir: &Path) -> std::io::Result<Child
     std::fs::create_dir_all(dir)?;
     let log = std::fs::File::create(dir.join("redis.log"))?;
     Command::new(bin)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0"])
         .arg("--dir")
         .arg(dir)
         .stdout(log.try_clone()?)

@@ -64,7 +64,7 @@ pub fn format(d: Duration) -> String {
     if ms < 1000 {
         return format!("{ms}ms");
     }
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{}s", d.as_secs_f64());
     }
     let secs = d.as_secs();

@@ -1,7 +1,6 @@
 //! A three-site cluster of real processes on 127.0.0.1: two redis-server data nodes with
 //! their agents ("site-a", "site-b") and a witness agent ("site-c").
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -8,6 +8,8 @@
 // Every test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -175,7 +177,7 @@ where
 
 /// A port that was free a moment ago. Another process may take it before
 /// redis-server binds it; [`RedisServer::start_with`] retries then.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
