@@ -113,6 +113,8 @@ impl Agent {
             heartbeat_interval: u64::try_from(settings.raft_heartbeat.as_millis()).unwrap_or(u64::MAX),
             election_timeout_min: election_min,
             election_timeout_max: election_min.saturating_mul(2),
+            // Our snapshots are a few KiB; keep chunks far below the HTTP body limit.
+            snapshot_max_chunk_size: 256 * 1024,
             ..Default::default()
         }
         .validate()
@@ -123,7 +125,7 @@ impl Agent {
             .build()
             .map_err(|e| StartError::Http(e.to_string()))?;
         let secret: Option<Arc<[u8]>> = settings.secret.as_deref().map(Arc::from);
-        let network = PeerNetwork::new(http.clone(), secret);
+        let network = PeerNetwork::with_client(http.clone(), secret);
         let raft = Raft::new(settings.me.id, Arc::new(config), network, log_store, state_machine.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod raft;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
