@@ -24,7 +24,8 @@ use crate::consensus::{Raft, open_storage};
 use crate::decide::local::{LocalAction, LocalView, plan_local};
 use crate::decide::{Policy, ReceivedReport, Reports, decide};
 use crate::model::{
-    ClusterState, CommandResponse, DownKind, Member, MemberKind, Millis, NodeId, NodeReport, RedisHealth, ReportAck,
+    ClusterState, CommandResponse, DownKind, Member, MemberKind, Millis, NodeId, NodeReport,
+    RedisHealth, ReportAck,
 };
 use crate::redis::RedisNode;
 use crate::redis::client::RedisClient;
@@ -65,7 +66,8 @@ struct LocalState {
     health: RedisHealth,
     down_since: Option<Millis>,
     last_seen: Option<SystemTime>,
-    /// Send time of the last report acknowledged by a quorum-holding coordinator.
+    /// Latest quorum acknowledgement of a coordinator that answered our report, by our clock
+    /// (conservatively early: report send time minus the coordinator's quorum-ack age).
     contact_at: Option<Millis>,
     /// True while our Redis may be paused; starts true because a previous run may have paused it.
     fenced: bool,
@@ -107,10 +109,12 @@ impl Agent {
         let (log_store, state_machine) = open_storage(&settings.raft_data_dir)
             .await
             .map_err(|e| StartError::Storage(e.to_string()))?;
-        let election_min = u64::try_from(settings.raft_election_timeout.as_millis()).unwrap_or(u64::MAX);
+        let election_min =
+            u64::try_from(settings.raft_election_timeout.as_millis()).unwrap_or(u64::MAX);
         let config = Config {
             cluster_name: "redis-orchestrator".into(),
-            heartbeat_interval: u64::try_from(settings.raft_heartbeat.as_millis()).unwrap_or(u64::MAX),
+            heartbeat_interval: u64::try_from(settings.raft_heartbeat.as_millis())
+                .unwrap_or(u64::MAX),
             election_timeout_min: election_min,
             election_timeout_max: election_min.saturating_mul(2),
             // Our snapshots are a few KiB; keep chunks far below the HTTP body limit.
@@ -126,12 +130,20 @@ impl Agent {
             .map_err(|e| StartError::Http(e.to_string()))?;
         let secret: Option<Arc<[u8]>> = settings.secret.as_deref().map(Arc::from);
         let network = PeerNetwork::with_client(http.clone(), secret);
-        let raft = Raft::new(settings.me.id, Arc::new(config), network, log_store, state_machine.clone())
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            settings.me.id,
+            Arc::new(config),
+            network,
+            log_store,
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
 
         let redis = match &settings.redis {
-            Some(cfg) => Some(RedisClient::new(cfg.clone()).map_err(|e| StartError::Redis(e.to_string()))?),
+            Some(cfg) => {
+                Some(RedisClient::new(cfg.clone()).map_err(|e| StartError::Redis(e.to_string()))?)
+            }
             None => None,
         };
         let agent = Arc::new(Agent {
@@ -186,10 +198,20 @@ impl Agent {
             .settings
             .peers
             .iter()
-            .map(|p| (p.id, BasicNode { addr: p.addr.clone() }))
+            .map(|p| {
+                (
+                    p.id,
+                    BasicNode {
+                        addr: p.addr.clone(),
+                    },
+                )
+            })
             .collect();
         match self.raft.initialize(members).await {
-            Ok(()) => info!(voters = self.settings.peers.len(), "initialized a new cluster with every --raft-peers entry as voter"),
+            Ok(()) => info!(
+                voters = self.settings.peers.len(),
+                "initialized a new cluster with every --raft-peers entry as voter"
+            ),
             Err(e) => debug!(error = %e, "initialize skipped: this node already has a log or vote"),
         }
     }
@@ -211,7 +233,11 @@ impl Agent {
         Member {
             name: s.name.clone(),
             site: s.site.clone(),
-            kind: if s.witness { MemberKind::Witness } else { MemberKind::Data },
+            kind: if s.witness {
+                MemberKind::Witness
+            } else {
+                MemberKind::Data
+            },
             redis_addr: s.redis_announce.clone(),
             api_addr: s.api_advertise.clone(),
             raft_addr: s.me.addr.clone(),
@@ -224,16 +250,14 @@ impl Agent {
         self.state_machine.current()
     }
 
-    /// A leader's quorum contact counts for a follower's lease only if it is recent enough
-    /// that no other leader can have been elected and waited out `--down-after` meanwhile.
-    fn quorum_ack_bound(&self) -> u64 {
-        let gap = self.settings.down_after.saturating_sub(self.settings.lease);
-        u64::try_from((gap / 2).as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn leader_has_fresh_quorum(&self) -> bool {
+    /// How long ago a quorum acknowledged this node as leader; `None` unless leader.
+    fn quorum_ack_age(&self) -> Option<u64> {
         let m = self.raft.metrics().borrow().clone();
-        m.state == ServerState::Leader && m.millis_since_quorum_ack.is_some_and(|ms| ms <= self.quorum_ack_bound())
+        if m.state == ServerState::Leader {
+            m.millis_since_quorum_ack
+        } else {
+            None
+        }
     }
 
     /// Record a report as coordinator and answer it. Reports reaching a non-leader are not
@@ -247,7 +271,7 @@ impl Agent {
             ));
         }
         let state = self.cluster_state();
-        let quorum_confirmed = self.leader_has_fresh_quorum();
+        let quorum_ack_age_ms = self.quorum_ack_age();
         let mut view = lock(&self.coordinator);
         let master_offset = state
             .master
@@ -255,7 +279,7 @@ impl Agent {
             .and_then(|r| r.report.redis.as_ref())
             .and_then(|h| h.status())
             .map(|s| s.repl_offset);
-        if quorum_confirmed {
+        if quorum_ack_age_ms.is_some() {
             view.reports.insert(
                 report.node,
                 ReceivedReport {
@@ -266,7 +290,7 @@ impl Agent {
             self.decide_now.notify_one();
         }
         Ok(ReportAck {
-            quorum_confirmed,
+            quorum_ack_age_ms,
             epoch: state.epoch,
             master: state.master,
             master_offset,
@@ -291,7 +315,10 @@ impl Agent {
         if metrics.state != ServerState::Leader {
             let mut view = lock(&self.coordinator);
             if view.leadership.take().is_some() {
-                info!(term = metrics.current_term, "no longer raft leader: stopped coordinating");
+                info!(
+                    term = metrics.current_term,
+                    "no longer raft leader: stopped coordinating"
+                );
                 view.reports.clear();
             }
             return;
@@ -301,13 +328,17 @@ impl Agent {
             let leader_since = match view.leadership {
                 Some((term, since)) if term == metrics.current_term => since,
                 _ => {
-                    info!(term = metrics.current_term, "raft leader: coordinating failovers from now");
+                    info!(
+                        term = metrics.current_term,
+                        "raft leader: coordinating failovers from now"
+                    );
                     view.leadership = Some((metrics.current_term, now));
                     view.reports.clear();
                     now
                 }
             };
-            let voters: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+            let voters: BTreeSet<NodeId> =
+                metrics.membership_config.membership().voter_ids().collect();
             let reports = Reports {
                 leader_since,
                 voters,
@@ -318,7 +349,9 @@ impl Agent {
         let decision = decide(&state, &reports, &self.policy(), now);
         if decision.commands.is_empty() {
             let mut view = lock(&self.coordinator);
-            let repeat_due = view.last_reason_logged.is_none_or(|at| now.since(at) >= Millis(5_000));
+            let repeat_due = view
+                .last_reason_logged
+                .is_none_or(|at| now.since(at) >= Millis(5_000));
             if decision.reason != view.last_reason && repeat_due {
                 info!(reason = %decision.reason, "coordinator");
                 view.last_reason_logged = Some(now);
@@ -330,7 +363,9 @@ impl Agent {
         for command in decision.commands {
             match self.raft.client_write(command.clone()).await {
                 Ok(resp) => match resp.data {
-                    CommandResponse::Applied => info!(?command, log_index = resp.log_id.index, "committed"),
+                    CommandResponse::Applied => {
+                        info!(?command, log_index = resp.log_id.index, "committed")
+                    }
                     CommandResponse::Rejected(why) => {
                         warn!(?command, %why, "state machine rejected command");
                         break;
@@ -422,7 +457,12 @@ impl Agent {
         let ack = if leader == self.settings.me.id {
             self.handle_report(report)
         } else {
-            let Some(node) = metrics.membership_config.membership().get_node(&leader).cloned() else {
+            let Some(node) = metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .cloned()
+            else {
                 return;
             };
             self.send_report(&node.addr, &report).await
@@ -430,8 +470,9 @@ impl Agent {
         match ack {
             Ok(ack) => {
                 let mut local = lock(&self.local);
-                if ack.quorum_confirmed {
-                    local.contact_at = Some(local.contact_at.map_or(sent_at, |c| c.max(sent_at)));
+                if let Some(age) = ack.quorum_ack_age_ms {
+                    let contact = Millis(sent_at.0.saturating_sub(age));
+                    local.contact_at = Some(local.contact_at.map_or(contact, |c| c.max(contact)));
                 }
                 local.master_offset = ack.master_offset;
             }
@@ -439,7 +480,11 @@ impl Agent {
         }
     }
 
-    async fn send_report(&self, leader_addr: &str, report: &NodeReport) -> Result<ReportAck, String> {
+    async fn send_report(
+        &self,
+        leader_addr: &str,
+        report: &NodeReport,
+    ) -> Result<ReportAck, String> {
         let body = serde_json::to_vec(report).map_err(|e| e.to_string())?;
         let path = "/report";
         let mut req = self
@@ -455,7 +500,10 @@ impl Agent {
         let resp = req.body(body).send().await.map_err(|e| e.to_string())?;
         if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
             if lock(&self.report_rejected_by).insert(leader_addr.to_string()) {
-                warn!(peer = leader_addr, "peer rejected our signed report: the shared secret likely differs between sites");
+                warn!(
+                    peer = leader_addr,
+                    "peer rejected our signed report: the shared secret likely differs between sites"
+                );
             }
             return Err("401 from leader".into());
         }
@@ -501,7 +549,9 @@ impl Agent {
         for action in plan.actions {
             let result = match &action {
                 LocalAction::Promote => redis.promote().await,
-                LocalAction::ReplicateFrom { host, port } => redis.replicate_from(host, *port).await,
+                LocalAction::ReplicateFrom { host, port } => {
+                    redis.replicate_from(host, *port).await
+                }
                 LocalAction::PauseWrites => redis.pause_writes(self.fence_pause()).await,
                 LocalAction::Unpause => redis.unpause().await,
             };
@@ -509,7 +559,9 @@ impl Agent {
                 Ok(()) => {
                     let mut local = lock(&self.local);
                     match &action {
-                        LocalAction::Promote => info!(epoch = state.epoch, "promoted local redis to master"),
+                        LocalAction::Promote => {
+                            info!(epoch = state.epoch, "promoted local redis to master")
+                        }
                         LocalAction::ReplicateFrom { host, port } => {
                             info!(epoch = state.epoch, master = %state.master_member().map_or("?", |m| m.name.as_str()), %host, port, "local redis now replicates from the master")
                         }
@@ -578,7 +630,10 @@ pub struct LocalSnapshot {
     pub master_offset: Option<u64>,
 }
 
-async fn bind(what: &'static str, addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
+async fn bind(
+    what: &'static str,
+    addr: std::net::SocketAddr,
+) -> Result<tokio::net::TcpListener, StartError> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { what, addr, source })

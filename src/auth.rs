@@ -164,7 +164,15 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
 
     /// name, headers, method, path, body, now, expected error
-    type Case<'a> = (&'a str, Option<SignedHeaders>, &'a str, &'a str, &'a [u8], u64, AuthError);
+    type Case<'a> = (
+        &'a str,
+        Option<SignedHeaders>,
+        &'a str,
+        &'a str,
+        &'a [u8],
+        u64,
+        AuthError,
+    );
 
     #[test]
     fn accepts_a_fresh_signature_once() {

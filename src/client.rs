@@ -11,13 +11,23 @@ use crate::http::api::StateView;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("cannot reach agent at {addr}: {source}")]
-    Unreachable { addr: String, source: reqwest::Error },
+    Unreachable {
+        addr: String,
+        source: reqwest::Error,
+    },
     #[error("agent at {addr} rejected the request signature (is the shared secret right?)")]
     Unauthorized { addr: String },
     #[error("agent at {addr} answered {status}: {body}")]
-    Status { addr: String, status: u16, body: String },
+    Status {
+        addr: String,
+        status: u16,
+        body: String,
+    },
     #[error("agent at {addr} sent an unreadable answer: {source}")]
-    Decode { addr: String, source: reqwest::Error },
+    Decode {
+        addr: String,
+        source: reqwest::Error,
+    },
 }
 
 #[derive(Clone)]
@@ -43,9 +53,13 @@ impl ApiClient {
         body: Option<&serde_json::Value>,
     ) -> Result<reqwest::Response, ApiError> {
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let mut req = self.http.request(method.clone(), format!("http://{addr}{path}"));
+        let mut req = self
+            .http
+            .request(method.clone(), format!("http://{addr}{path}"));
         if let Some(secret) = &self.secret {
-            for (name, value) in auth::sign(secret, method.as_str(), path, &bytes, auth::unix_now()).pairs() {
+            for (name, value) in
+                auth::sign(secret, method.as_str(), path, &bytes, auth::unix_now()).pairs()
+            {
                 req = req.header(name, value);
             }
         }
@@ -68,7 +82,9 @@ impl ApiClient {
         let resp = self.send(method, addr, path, body).await?;
         let status = resp.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
-            return Err(ApiError::Unauthorized { addr: addr.to_string() });
+            return Err(ApiError::Unauthorized {
+                addr: addr.to_string(),
+            });
         }
         if !status.is_success() {
             return Err(ApiError::Status {
@@ -87,8 +103,14 @@ impl ApiClient {
         self.json(reqwest::Method::GET, addr, path, None).await
     }
 
-    pub async fn post<T: DeserializeOwned>(&self, addr: &str, path: &str, body: &serde_json::Value) -> Result<T, ApiError> {
-        self.json(reqwest::Method::POST, addr, path, Some(body)).await
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, ApiError> {
+        self.json(reqwest::Method::POST, addr, path, Some(body))
+            .await
     }
 
     pub async fn state(&self, addr: &str) -> Result<StateView, ApiError> {

@@ -51,7 +51,12 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = 6379)]
     pub redis_port: u16,
     /// Password for the local Redis (requirepass) and for replication (masterauth).
-    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true, default_value = "")]
+    #[arg(
+        long,
+        env = "REDIS_PASSWORD",
+        hide_env_values = true,
+        default_value = ""
+    )]
     pub redis_password: String,
     /// TLS to Redis (minimum TLS 1.2).
     #[arg(long, value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
@@ -95,7 +100,12 @@ pub struct AgentArgs {
     #[arg(long, value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub lb_service: bool,
     /// Secret shared by all agents; signs every peer and API request.
-    #[arg(long, env = "SHARED_SECRET", hide_env_values = true, default_value = "")]
+    #[arg(
+        long,
+        env = "SHARED_SECRET",
+        hide_env_values = true,
+        default_value = ""
+    )]
     pub shared_secret: String,
     /// Witness mode: no Redis, votes only. Requires --election-mode=raft.
     #[arg(long, value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
@@ -140,7 +150,7 @@ pub struct AgentArgs {
     #[arg(long, value_parser = parse_duration, default_value = "250ms")]
     pub raft_heartbeat: Duration,
     /// Minimum Raft election timeout (the maximum is twice this).
-    #[arg(long, value_parser = parse_duration, default_value = "1500ms")]
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub raft_election_timeout: Duration,
 }
 
@@ -205,7 +215,9 @@ pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), Stri
         return Ok((host.to_string(), port));
     }
     match s.rsplit_once(':') {
-        Some((host, _)) if host.contains(':') => Err("IPv6 addresses need brackets: [addr]:port".into()),
+        Some((host, _)) if host.contains(':') => {
+            Err("IPv6 addresses need brackets: [addr]:port".into())
+        }
         Some((host, p)) => {
             let port = p.parse().map_err(|_| format!("bad port {p:?}"))?;
             if host.is_empty() {
@@ -272,14 +284,26 @@ pub struct SelfLookup<'a> {
 /// Find the own entry: `--raft-advertise`, else `POD_NAME.`/hostname prefix,
 /// else the only entry that resolves to a local address with our Raft port.
 pub fn find_self(peers: &[Peer], lookup: &SelfLookup<'_>) -> Result<(Peer, String), ConfigError> {
-    let tried = || peers.iter().map(|p| p.addr.as_str()).collect::<Vec<_>>().join(", ");
+    let tried = || {
+        peers
+            .iter()
+            .map(|p| p.addr.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if !lookup.advertise.is_empty() {
         let wanted = Peer::parse(lookup.advertise)?;
         return peers
             .iter()
             .find(|p| p.addr == wanted.addr)
             .map(|p| (p.clone(), "--raft-advertise".to_string()))
-            .ok_or_else(|| err(format!("--raft-advertise {} is not one of --raft-peers ({})", wanted.addr, tried())));
+            .ok_or_else(|| {
+                err(format!(
+                    "--raft-advertise {} is not one of --raft-peers ({})",
+                    wanted.addr,
+                    tried()
+                ))
+            });
     }
     for (label, name) in [("POD_NAME", lookup.pod_name), ("hostname", lookup.hostname)] {
         if name.is_empty() {
@@ -312,7 +336,10 @@ pub fn find_self(peers: &[Peer], lookup: &SelfLookup<'_>) -> Result<(Peer, Strin
         ))),
         many => Err(err(format!(
             "several --raft-peers entries are local ({}); set --raft-advertise",
-            many.iter().map(|p| p.addr.as_str()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|p| p.addr.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -322,7 +349,9 @@ pub fn resolves_to_local_address(host: &str) -> bool {
     let Ok(addrs) = (host, 0u16).to_socket_addrs() else {
         return false;
     };
-    addrs.into_iter().any(|a| UdpSocket::bind((a.ip(), 0)).is_ok())
+    addrs
+        .into_iter()
+        .any(|a| UdpSocket::bind((a.ip(), 0)).is_ok())
 }
 
 fn hostname() -> String {
@@ -332,9 +361,11 @@ fn hostname() -> String {
 }
 
 fn parse_bind(flag: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value
-        .parse()
-        .map_err(|_| err(format!("bad {flag} {value:?}: expected ip:port, e.g. 0.0.0.0:7000")))
+    value.parse().map_err(|_| {
+        err(format!(
+            "bad {flag} {value:?}: expected ip:port, e.g. 0.0.0.0:7000"
+        ))
+    })
 }
 
 impl AgentArgs {
@@ -344,7 +375,11 @@ impl AgentArgs {
         self.settings_with(&host, &resolves_to_local_address)
     }
 
-    pub fn settings_with(&self, hostname: &str, is_local: &dyn Fn(&str) -> bool) -> Result<Settings, ConfigError> {
+    pub fn settings_with(
+        &self,
+        hostname: &str,
+        is_local: &dyn Fn(&str) -> bool,
+    ) -> Result<Settings, ConfigError> {
         if self.standalone && self.election_mode != ElectionMode::Raft {
             return Err(err("--standalone (witness) requires --election-mode=raft"));
         }
@@ -366,13 +401,38 @@ impl AgentArgs {
             }
         }
         if self.raft_election_timeout <= self.raft_heartbeat {
-            return Err(err("--raft-election-timeout must be longer than --raft-heartbeat"));
+            return Err(err(
+                "--raft-election-timeout must be longer than --raft-heartbeat",
+            ));
         }
         if self.probe_interval >= self.lease {
             return Err(err("--probe-interval must be shorter than --lease"));
         }
+        // A leader change must not fence a healthy master: the lease has to outlast the
+        // slowest re-election (twice the election timeout) plus one report.
+        let reelection = self.raft_election_timeout * 2 + self.probe_interval;
+        if self.lease <= reelection {
+            return Err(err(format!(
+                "--lease ({}) must be longer than twice --raft-election-timeout plus --probe-interval ({}), or every Raft leader change would fence the master",
+                crate::duration::format(self.lease),
+                crate::duration::format(reelection)
+            )));
+        }
+        // Margin between the old master fencing itself and the earliest new master, for
+        // processing delays and clock-rate differences between hosts.
+        let ack_window = self.down_after.saturating_sub(self.lease) / 2;
+        if ack_window < self.raft_heartbeat * 2 {
+            return Err(err(format!(
+                "--down-after ({}) must exceed --lease ({}) by at least four --raft-heartbeat ({})",
+                crate::duration::format(self.down_after),
+                crate::duration::format(self.lease),
+                crate::duration::format(self.raft_heartbeat)
+            )));
+        }
         if self.raft_peers.trim().is_empty() {
-            return Err(err("--raft-peers is required: comma-separated host:port of every agent, witness included"));
+            return Err(err(
+                "--raft-peers is required: comma-separated host:port of every agent, witness included",
+            ));
         }
         let mut peers: Vec<Peer> = Vec::new();
         for entry in self.raft_peers.split(',').filter(|e| !e.trim().is_empty()) {
@@ -406,8 +466,12 @@ impl AgentArgs {
         } else if self.redis_announce.is_empty() {
             Some(join_host_port(&me.host, self.redis_port))
         } else {
-            let (h, p) = split_host_port(&self.redis_announce, self.redis_port)
-                .map_err(|e| err(format!("bad --redis-announce {:?}: {e}", self.redis_announce)))?;
+            let (h, p) = split_host_port(&self.redis_announce, self.redis_port).map_err(|e| {
+                err(format!(
+                    "bad --redis-announce {:?}: {e}",
+                    self.redis_announce
+                ))
+            })?;
             Some(join_host_port(&h, p))
         };
         let name = [&self.node_name, &self.pod_name]
@@ -442,7 +506,8 @@ impl AgentArgs {
             raft_data_dir: self.raft_data_dir.clone(),
             redis,
             redis_announce,
-            secret: (!self.shared_secret.is_empty()).then(|| self.shared_secret.as_bytes().to_vec()),
+            secret: (!self.shared_secret.is_empty())
+                .then(|| self.shared_secret.as_bytes().to_vec()),
             probe_interval: self.probe_interval,
             redis_down_after: self.redis_down_after,
             down_after: self.down_after,
@@ -524,19 +589,38 @@ mod tests {
 
     #[test]
     fn finds_itself_by_pod_name_and_resolves_the_seed_peers() {
-        let s = settings(&["--election-mode=raft", &format!("--raft-peers={PEERS}"), "--pod-name=redis-0"]);
+        let s = settings(&[
+            "--election-mode=raft",
+            &format!("--raft-peers={PEERS}"),
+            "--pod-name=redis-0",
+        ]);
         // Two entries start with "redis-0.": ambiguous by pod name alone, so it must fail clearly.
         let e = s.expect_err("ambiguous pod name");
         assert!(e.0.contains("cannot tell which --raft-peers entry"), "{e}");
-        let s = settings(&[&format!("--raft-peers={PEERS}"), "--pod-name=redis-0", "--namespace=redis-multisite-b"])
-            .expect("namespace disambiguates");
-        assert_eq!(s.me.addr, "redis-0.redis-headless.redis-multisite-b.svc.cluster.local:7000");
+        let s = settings(&[
+            &format!("--raft-peers={PEERS}"),
+            "--pod-name=redis-0",
+            "--namespace=redis-multisite-b",
+        ])
+        .expect("namespace disambiguates");
+        assert_eq!(
+            s.me.addr,
+            "redis-0.redis-headless.redis-multisite-b.svc.cluster.local:7000"
+        );
         assert_eq!(s.me_found_by, "POD_NAME redis-0");
         assert_eq!(s.name, "redis-0");
 
-        let s = settings(&[&format!("--raft-peers={PEERS}"), "--pod-name=redis-witness", "--standalone", "--election-mode=raft"])
-            .expect("witness finds itself");
-        assert_eq!(s.me.addr, "redis-witness.redis-headless.redis-multisite-c.svc.cluster.local:7000");
+        let s = settings(&[
+            &format!("--raft-peers={PEERS}"),
+            "--pod-name=redis-witness",
+            "--standalone",
+            "--election-mode=raft",
+        ])
+        .expect("witness finds itself");
+        assert_eq!(
+            s.me.addr,
+            "redis-witness.redis-headless.redis-multisite-c.svc.cluster.local:7000"
+        );
         assert!(s.witness && s.redis.is_none() && s.redis_announce.is_none());
         assert_eq!(s.peers.len(), 3);
     }
@@ -550,7 +634,10 @@ mod tests {
         assert_eq!(s.api_advertise, "10.0.0.2:8080");
 
         let cli = parse(&[peers]).expect("parses");
-        let s = cli.agent.settings_with("h", &|host| host == "10.0.0.3").expect("local");
+        let s = cli
+            .agent
+            .settings_with("h", &|host| host == "10.0.0.3")
+            .expect("local");
         assert_eq!(s.me.addr, "10.0.0.3:7000");
         assert_eq!(s.me_found_by, "local address");
     }
@@ -572,15 +659,38 @@ mod tests {
         let cases: Vec<(Vec<&str>, &str)> = vec![
             (vec![peers, me, "--down-after=5"], "missing unit"),
             (vec![peers, me, "--lease=ten"], "invalid duration"),
-            (vec![peers, me, "--lease=5s", "--down-after=5s"], "--lease (5s) must be shorter than --down-after (5s)"),
-            (vec![peers, me, "--standalone"], "requires --election-mode=raft"),
+            (
+                vec![peers, me, "--lease=5s", "--down-after=5s"],
+                "--lease (5s) must be shorter than --down-after (5s)",
+            ),
+            (
+                vec![peers, me, "--standalone"],
+                "requires --election-mode=raft",
+            ),
             (vec![me], "--raft-peers is required"),
             (vec!["--raft-peers=a:70000", me], "bad port"),
-            (vec![peers, "--raft-advertise=10.9.9.9:7000"], "is not one of --raft-peers"),
+            (
+                vec![peers, "--raft-advertise=10.9.9.9:7000"],
+                "is not one of --raft-peers",
+            ),
             (vec![peers, me, "--api-bind=localhost"], "bad --api-bind"),
-            (vec!["--raft-peers=a:1,a:1", "--raft-advertise=a:1"], "twice"),
+            (
+                vec!["--raft-peers=a:1,a:1", "--raft-advertise=a:1"],
+                "twice",
+            ),
             (vec![peers, me, "--election-mode=paxos"], "invalid value"),
-            (vec![peers, me, "--probe-interval=5s"], "--probe-interval must be shorter than --lease"),
+            (
+                vec![peers, me, "--probe-interval=5s"],
+                "--probe-interval must be shorter than --lease",
+            ),
+            (
+                vec![peers, me, "--lease=2s"],
+                "every Raft leader change would fence the master",
+            ),
+            (
+                vec![peers, me, "--lease=4800ms"],
+                "by at least four --raft-heartbeat",
+            ),
         ];
         for (args, want) in cases {
             let e = settings(&args).expect_err(&format!("{args:?} must fail"));
@@ -590,7 +700,10 @@ mod tests {
 
     #[test]
     fn split_host_port_handles_ipv6_and_defaults() {
-        assert_eq!(split_host_port("[::1]:7001", 7000), Ok(("::1".into(), 7001)));
+        assert_eq!(
+            split_host_port("[::1]:7001", 7000),
+            Ok(("::1".into(), 7001))
+        );
         assert_eq!(split_host_port("[::1]", 7000), Ok(("::1".into(), 7000)));
         assert_eq!(split_host_port("host", 7000), Ok(("host".into(), 7000)));
         assert!(split_host_port("::1:7000", 7000).is_err());

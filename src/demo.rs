@@ -63,7 +63,18 @@ async fn spawn_redis(bin: &Path, port: u16, dir: &Path) -> std::io::Result<Child
     std::fs::create_dir_all(dir)?;
     let log = std::fs::File::create(dir.join("redis.log"))?;
     Command::new(bin)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--repl-diskless-sync-delay",
+            "0",
+        ])
         .arg("--dir")
         .arg(dir)
         .stdout(log.try_clone()?)
@@ -92,13 +103,21 @@ fn spawn_agent(site: &Site, peers: &str, secret: &str, dir: &Path) -> std::io::R
         .stdin(Stdio::null())
         .kill_on_drop(true);
     match site.redis_port {
-        Some(port) => cmd.args(["--redis-host=127.0.0.1".to_string(), format!("--redis-port={port}")]),
+        Some(port) => cmd.args([
+            "--redis-host=127.0.0.1".to_string(),
+            format!("--redis-port={port}"),
+        ]),
         None => cmd.arg("--standalone"),
     };
     cmd.spawn()
 }
 
-fn render(views: &[(String, Option<StateView>)], stats: &WriterStats, events: &[String], tty: bool) -> String {
+fn render(
+    views: &[(String, Option<StateView>)],
+    stats: &WriterStats,
+    events: &[String],
+    tty: bool,
+) -> String {
     let mut out = String::new();
     if tty {
         out.push_str("\x1b[2J\x1b[H");
@@ -173,8 +192,11 @@ async fn write_loop(target: Arc<Mutex<Option<(String, String)>>>, stats: Arc<Mut
                 }
             };
         }
-        let Some((_, c)) = conn.as_mut() else { continue };
-        let result: redis::RedisResult<i64> = redis::cmd("INCR").arg("demo:counter").query_async(c).await;
+        let Some((_, c)) = conn.as_mut() else {
+            continue;
+        };
+        let result: redis::RedisResult<i64> =
+            redis::cmd("INCR").arg("demo:counter").query_async(c).await;
         let mut s = lock(&stats);
         match result {
             Ok(_) => {
@@ -199,7 +221,10 @@ async fn connect(addr: &str) -> Option<redis::aio::MultiplexedConnection> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(200)))
         .set_response_timeout(Some(Duration::from_millis(200)));
-    client.get_multiplexed_async_connection_with_config(&config).await.ok()
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .ok()
 }
 
 pub async fn run(args: DemoArgs) -> ExitCode {
@@ -209,7 +234,10 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
-    let dir = match tempfile::Builder::new().prefix("redis-orchestrator-demo-").tempdir() {
+    let dir = match tempfile::Builder::new()
+        .prefix("redis-orchestrator-demo-")
+        .tempdir()
+    {
         Ok(d) => d,
         Err(e) => {
             eprintln!("cannot create a temporary directory: {e}");
@@ -218,11 +246,36 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     };
     let b = args.base_port;
     let mut sites = vec![
-        Site { name: "site-a", redis_port: Some(b + 1), raft_port: b + 101, api_port: b + 201, redis: None, agent: None },
-        Site { name: "site-b", redis_port: Some(b + 2), raft_port: b + 102, api_port: b + 202, redis: None, agent: None },
-        Site { name: "site-c", redis_port: None, raft_port: b + 103, api_port: b + 203, redis: None, agent: None },
+        Site {
+            name: "site-a",
+            redis_port: Some(b + 1),
+            raft_port: b + 101,
+            api_port: b + 201,
+            redis: None,
+            agent: None,
+        },
+        Site {
+            name: "site-b",
+            redis_port: Some(b + 2),
+            raft_port: b + 102,
+            api_port: b + 202,
+            redis: None,
+            agent: None,
+        },
+        Site {
+            name: "site-c",
+            redis_port: None,
+            raft_port: b + 103,
+            api_port: b + 203,
+            redis: None,
+            agent: None,
+        },
     ];
-    let peers = sites.iter().map(|s| format!("127.0.0.1:{}", s.raft_port)).collect::<Vec<_>>().join(",");
+    let peers = sites
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.raft_port))
+        .collect::<Vec<_>>()
+        .join(",");
     let secret = hex::encode(rand::random::<[u8; 16]>());
     for site in &mut sites {
         let site_dir = dir.path().join(site.name);
@@ -251,7 +304,10 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         }
     };
     let tty = std::io::stdout().is_terminal();
-    let mut events = vec![format!("logs of every process are under {}", dir.path().display())];
+    let mut events = vec![format!(
+        "logs of every process are under {}",
+        dir.path().display()
+    )];
     if args.kill_master_after.is_none() {
         events.push("press Enter to SIGKILL the master's redis-server".into());
     }
@@ -292,11 +348,19 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         }
         let mut views = Vec::new();
         for site in &sites {
-            views.push((site.name.to_string(), api.state(&site.api_addr()).await.ok()));
+            views.push((
+                site.name.to_string(),
+                api.state(&site.api_addr()).await.ok(),
+            ));
         }
         let master = master_redis(&views);
         *lock(&target) = master.clone();
-        if killed.is_none() && args.kill_master_after.is_some_and(|d| started.elapsed() >= d) && master.is_some() {
+        if killed.is_none()
+            && args
+                .kill_master_after
+                .is_some_and(|d| started.elapsed() >= d)
+            && master.is_some()
+        {
             killed = kill_master(&mut sites, &target, &stats, &mut events);
         }
         if let Some((index, at)) = killed {
@@ -316,9 +380,15 @@ pub async fn run(args: DemoArgs) -> ExitCode {
                     match spawn_redis(&redis_bin, port, &dir.path().join(site.name)).await {
                         Ok(c) => {
                             site.redis = Some(c);
-                            events.push(format!("restarted {}'s redis-server (empty): watch it rejoin as a replica", site.name));
+                            events.push(format!(
+                                "restarted {}'s redis-server (empty): watch it rejoin as a replica",
+                                site.name
+                            ));
                         }
-                        Err(e) => events.push(format!("could not restart {}'s redis-server: {e}", site.name)),
+                        Err(e) => events.push(format!(
+                            "could not restart {}'s redis-server: {e}",
+                            site.name
+                        )),
                     }
                 }
             }
@@ -330,7 +400,10 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     };
     writer.abort();
     for site in &mut sites {
-        for child in [site.agent.as_mut(), site.redis.as_mut()].into_iter().flatten() {
+        for child in [site.agent.as_mut(), site.redis.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             let _ = child.kill().await;
         }
     }
@@ -353,6 +426,8 @@ fn kill_master(
     }
     let at = Instant::now();
     lock(stats).outage = Some((at, None));
-    events.push(format!("SIGKILLed {master_name}'s redis-server (the master)"));
+    events.push(format!(
+        "SIGKILLed {master_name}'s redis-server (the master)"
+    ));
     Some((index, at))
 }

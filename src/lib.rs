@@ -11,14 +11,14 @@
 
 #![forbid(unsafe_code)]
 
-pub mod auth;
-pub mod consensus;
-pub mod decide;
-pub mod duration;
-pub mod model;
-pub mod redis;
 pub mod agent;
+pub mod auth;
 pub mod client;
 pub mod config;
+pub mod consensus;
+pub mod decide;
 pub mod demo;
+pub mod duration;
 pub mod http;
+pub mod model;
+pub mod redis;

@@ -10,7 +10,11 @@ fn main() -> ExitCode {
     // reqwest is built without a default TLS provider; install ring once for the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("redis-orchestrator: cannot start the async runtime: {e}");
@@ -24,9 +28,16 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(debug: bool) {
-    let default = if debug { "debug,openraft=info,hyper=info,reqwest=info,h2=info" } else { "info,openraft=error" };
+    let default = if debug {
+        "debug,openraft=info,hyper=info,reqwest=info,h2=info"
+    } else {
+        "info,openraft=error"
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 async fn run_agent(args: AgentArgs) -> ExitCode {
@@ -39,13 +50,17 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
     };
     init_logging(settings.debug);
     if settings.secret.is_none() {
-        warn!("NO SHARED SECRET: peer and API requests are NOT authenticated. Set --shared-secret or SHARED_SECRET (identical on every site).");
+        warn!(
+            "NO SHARED SECRET: peer and API requests are NOT authenticated. Set --shared-secret or SHARED_SECRET (identical on every site)."
+        );
     }
     if args.redis_tls_skip_verify {
         warn!("--redis-tls-skip-verify: the Redis TLS certificate is NOT verified");
     }
     if args.election_mode == ElectionMode::Deterministic && !settings.witness {
-        info!("--election-mode=deterministic is treated as raft: the master is always chosen by consensus");
+        info!(
+            "--election-mode=deterministic is treated as raft: the master is always chosen by consensus"
+        );
     }
     if !settings.ignored_flags.is_empty() {
         info!(flags = ?settings.ignored_flags, "accepted for compatibility, no effect: replicas follow the master's advertised address and reconcile runs every --probe-interval");

@@ -234,9 +234,10 @@ pub struct NodeReport {
 /// The coordinator's answer to a report: the contact that renews the sender's lease.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportAck {
-    /// True only if the coordinator is leader and a quorum acknowledged it recently
-    /// enough for the sender's lease to count from the moment it sent the report.
-    pub quorum_confirmed: bool,
+    /// Set only by a leader that a quorum has acknowledged: how long ago that was.
+    /// The sender's lease then counts from `sent_at - quorum_ack_age_ms`, which is never
+    /// later than the acknowledgement itself, whatever the network delay.
+    pub quorum_ack_age_ms: Option<u64>,
     pub epoch: u64,
     pub master: Option<NodeId>,
     /// The master's last reported replication offset, so replicas can tell their lag.

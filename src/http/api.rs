@@ -23,7 +23,10 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/raft/peers", get(raft_peers))
         .route("/raft/add-voter", post(add_voter))
         .route("/raft/add-nonvoter", post(add_nonvoter))
-        .layer(middleware::from_fn_with_state(agent.clone(), super::require_signature));
+        .layer(middleware::from_fn_with_state(
+            agent.clone(),
+            super::require_signature,
+        ));
     Router::new()
         .route("/health", get(|| async { "OK" }))
         .route("/ready", get(ready))
@@ -82,11 +85,18 @@ pub struct StateView {
 }
 
 async fn ready(State(agent): State<Arc<Agent>>) -> Response {
-    let known = agent.cluster_state().members.contains_key(&agent.settings.me.id);
+    let known = agent
+        .cluster_state()
+        .members
+        .contains_key(&agent.settings.me.id);
     let leader = agent.raft.metrics().borrow().current_leader;
     match (known, leader) {
         (true, Some(_)) => (StatusCode::OK, "ready").into_response(),
-        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not registered in the cluster state yet").into_response(),
+        (false, _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not registered in the cluster state yet",
+        )
+            .into_response(),
         (true, None) => (StatusCode::SERVICE_UNAVAILABLE, "no raft leader known").into_response(),
     }
 }
@@ -114,20 +124,26 @@ pub fn state_view(agent: &Agent) -> StateView {
         status.map_or_else(|| "down".to_string(), |st| st.role.to_string())
     };
     let raft_leader = metrics.current_leader.map(|id| {
-        cluster.members.get(&id).map(|m| m.name.clone()).unwrap_or_else(|| {
-            metrics
-                .membership_config
-                .membership()
-                .get_node(&id)
-                .map_or_else(|| id.to_string(), |n| n.addr.clone())
-        })
+        cluster
+            .members
+            .get(&id)
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| {
+                metrics
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map_or_else(|| id.to_string(), |n| n.addr.clone())
+            })
     });
     StateView {
         pod_name: s.pod_name.clone(),
         pod_ip: s.me.host.clone(),
         pod_uid: String::new(),
         namespace: s.namespace.clone(),
-        is_master: cluster.master == Some(me) && status.is_some_and(|st| st.role == RedisRole::Master) && !local.fenced,
+        is_master: cluster.master == Some(me)
+            && status.is_some_and(|st| st.role == RedisRole::Master)
+            && !local.fenced,
         is_healthy: !agent.has_redis() || status.is_some(),
         is_witness: !agent.has_redis(),
         startup_time: rfc3339(agent.started_wall),
@@ -144,7 +160,9 @@ pub fn state_view(agent: &Agent) -> StateView {
         raft_term: metrics.current_term,
         fenced: local.fenced && agent.has_redis(),
         repl_offset: status.map(|st| st.repl_offset),
-        master_link_up: status.filter(|st| st.role == RedisRole::Replica).map(|st| st.master_link_up),
+        master_link_up: status
+            .filter(|st| st.role == RedisRole::Replica)
+            .map(|st| st.master_link_up),
         redis_run_id: status.map(|st| st.run_id.clone()),
         redis_error: match &local.health {
             RedisHealth::Down { error, .. } if agent.has_redis() => Some(error.clone()),
@@ -191,7 +209,10 @@ async fn raft_status(State(agent): State<Arc<Agent>>) -> Json<RaftStatus> {
         .unwrap_or_default();
     Json(RaftStatus {
         leader_addr,
-        leader_id: m.current_leader.map(|id| id.to_string()).unwrap_or_default(),
+        leader_id: m
+            .current_leader
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
         state: raft_state_name(m.state).to_string(),
         term: m.current_term,
         pod_name: agent.settings.pod_name.clone(),
@@ -245,9 +266,20 @@ fn not_leader(agent: &Agent) -> Option<Response> {
     }
     let leader = m
         .current_leader
-        .and_then(|id| m.membership_config.membership().get_node(&id).map(|n| n.addr.clone()))
+        .and_then(|id| {
+            m.membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+        })
         .unwrap_or_else(|| "unknown".into());
-    Some((StatusCode::BAD_REQUEST, format!("not the leader; the leader is {leader}")).into_response())
+    Some(
+        (
+            StatusCode::BAD_REQUEST,
+            format!("not the leader; the leader is {leader}"),
+        )
+            .into_response(),
+    )
 }
 
 async fn add_peer(agent: Arc<Agent>, req: AddPeerRequest, voter: bool) -> Response {
@@ -259,26 +291,39 @@ async fn add_peer(agent: Arc<Agent>, req: AddPeerRequest, voter: bool) -> Respon
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     let id = node_id(&peer.addr);
-    let node = BasicNode { addr: peer.addr.clone() };
+    let node = BasicNode {
+        addr: peer.addr.clone(),
+    };
     if let Err(e) = agent.raft.add_learner(id, node, true).await {
-        return (StatusCode::BAD_REQUEST, format!("cannot add {}: {e}", peer.addr)).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("cannot add {}: {e}", peer.addr),
+        )
+            .into_response();
     }
     if voter {
         let change = ChangeMembers::AddVoterIds(std::iter::once(id).collect());
         if let Err(e) = agent.raft.change_membership(change, false).await {
-            return (StatusCode::BAD_REQUEST, format!("added {} as learner but not as voter: {e}", peer.addr))
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("added {} as learner but not as voter: {e}", peer.addr),
+            )
                 .into_response();
         }
     }
     tracing::info!(name = %req.id, address = %peer.addr, voter, "added raft member");
-    Json(serde_json::json!({"id": id.to_string(), "address": peer.addr, "voter": voter})).into_response()
+    Json(serde_json::json!({"id": id.to_string(), "address": peer.addr, "voter": voter}))
+        .into_response()
 }
 
 async fn add_voter(State(agent): State<Arc<Agent>>, Json(req): Json<AddPeerRequest>) -> Response {
     add_peer(agent, req, true).await
 }
 
-async fn add_nonvoter(State(agent): State<Arc<Agent>>, Json(req): Json<AddPeerRequest>) -> Response {
+async fn add_nonvoter(
+    State(agent): State<Arc<Agent>>,
+    Json(req): Json<AddPeerRequest>,
+) -> Response {
     add_peer(agent, req, false).await
 }
 
@@ -287,7 +332,11 @@ async fn master(State(agent): State<Arc<Agent>>) -> Response {
     if v.is_master {
         (StatusCode::OK, "master").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not master (role {})", v.role)).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not master (role {})", v.role),
+        )
+            .into_response()
     }
 }
 
@@ -298,7 +347,11 @@ struct ReplicaQuery {
 
 async fn replica(State(agent): State<Arc<Agent>>, Query(q): Query<ReplicaQuery>) -> Response {
     let local = agent.local_snapshot();
-    let Some(status) = local.health.status().filter(|s| s.role == RedisRole::Replica) else {
+    let Some(status) = local
+        .health
+        .status()
+        .filter(|s| s.role == RedisRole::Replica)
+    else {
         return (StatusCode::SERVICE_UNAVAILABLE, "not a replica").into_response();
     };
     if !status.master_link_up {
@@ -306,11 +359,19 @@ async fn replica(State(agent): State<Arc<Agent>>, Query(q): Query<ReplicaQuery>)
     }
     if let Some(max_lag) = q.lag {
         let Some(master_offset) = local.master_offset else {
-            return (StatusCode::SERVICE_UNAVAILABLE, "lag unknown: no master offset from the coordinator yet").into_response();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "lag unknown: no master offset from the coordinator yet",
+            )
+                .into_response();
         };
         let lag = master_offset.saturating_sub(status.repl_offset);
         if lag > max_lag {
-            return (StatusCode::SERVICE_UNAVAILABLE, format!("lagging {lag} bytes")).into_response();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("lagging {lag} bytes"),
+            )
+                .into_response();
         }
     }
     (StatusCode::OK, "replica").into_response()

@@ -20,7 +20,11 @@ use crate::auth::{self, SignedHeaders};
 /// Largest request body accepted (snapshots of our state are a few KiB).
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-pub fn spawn_servers(agent: Arc<Agent>, raft_listener: tokio::net::TcpListener, api_listener: tokio::net::TcpListener) {
+pub fn spawn_servers(
+    agent: Arc<Agent>,
+    raft_listener: tokio::net::TcpListener,
+    api_listener: tokio::net::TcpListener,
+) {
     let peer_router = raft_rpc::router(agent.clone());
     let api_router = api::router(agent);
     tokio::spawn(serve("peer", raft_listener, peer_router));
@@ -34,11 +38,18 @@ async fn serve(what: &'static str, listener: tokio::net::TcpListener, router: Ro
 }
 
 fn header(req: &Request, name: &str) -> Option<String> {
-    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// Middleware: reject any request whose signature does not verify, before a handler runs.
-pub async fn require_signature(State(agent): State<Arc<Agent>>, req: Request, next: Next) -> Response {
+pub async fn require_signature(
+    State(agent): State<Arc<Agent>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(verifier) = &agent.verifier else {
         return next.run(req).await;
     };
@@ -55,10 +66,10 @@ pub async fn require_signature(State(agent): State<Arc<Agent>>, req: Request, ne
         _ => None,
     };
     let method = req.method().as_str().to_string();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| req.uri().path().to_string(), |pq| pq.as_str().to_string());
+    let path = req.uri().path_and_query().map_or_else(
+        || req.uri().path().to_string(),
+        |pq| pq.as_str().to_string(),
+    );
     let (parts, body) = req.into_parts();
     let Ok(bytes) = to_bytes(body, MAX_BODY_BYTES).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
@@ -67,5 +78,6 @@ pub async fn require_signature(State(agent): State<Arc<Agent>>, req: Request, ne
         warn!(%method, %path, reason = e.reason(), "rejected unauthenticated request");
         return (StatusCode::UNAUTHORIZED, format!("unauthorized: {e}")).into_response();
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }

@@ -17,11 +17,18 @@ pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/raft/{rpc}", post(raft_rpc))
         .route("/report", post(report))
-        .layer(middleware::from_fn_with_state(agent.clone(), super::require_signature))
+        .layer(middleware::from_fn_with_state(
+            agent.clone(),
+            super::require_signature,
+        ))
         .with_state(agent)
 }
 
-async fn raft_rpc(State(agent): State<Arc<Agent>>, Path(rpc): Path<String>, body: Bytes) -> Response {
+async fn raft_rpc(
+    State(agent): State<Arc<Agent>>,
+    Path(rpc): Path<String>,
+    body: Bytes,
+) -> Response {
     let Some(kind) = RpcKind::from_path_segment(&rpc) else {
         return (StatusCode::NOT_FOUND, format!("unknown raft rpc {rpc:?}")).into_response();
     };
@@ -35,7 +42,9 @@ async fn raft_rpc(State(agent): State<Arc<Agent>>, Path(rpc): Path<String>, body
 async fn report(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
     let report: NodeReport = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("malformed report: {e}")).into_response(),
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("malformed report: {e}")).into_response();
+        }
     };
     match agent.handle_report(report) {
         Ok(ack) => Json(ack).into_response(),

@@ -1,7 +1,6 @@
 //! A three-site cluster of real processes on 127.0.0.1: two redis-server data nodes with
 //! their agents ("site-a", "site-b") and a witness agent ("site-c").
 
-
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,13 +17,13 @@ pub const SECRET: &str = "test-shared-secret";
 pub const TIMING: &[&str] = &[
     "--probe-interval=100ms",
     "--redis-down-after=300ms",
-    "--down-after=2s",
-    "--lease=1s",
+    "--down-after=3s",
+    "--lease=1500ms",
     "--raft-heartbeat=100ms",
-    "--raft-election-timeout=500ms",
+    "--raft-election-timeout=400ms",
 ];
-pub const DOWN_AFTER: Duration = Duration::from_secs(2);
-pub const LEASE: Duration = Duration::from_secs(1);
+pub const DOWN_AFTER: Duration = Duration::from_secs(3);
+pub const LEASE: Duration = Duration::from_millis(1500);
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_redis-orchestrator")
@@ -94,9 +93,19 @@ impl Cluster {
                 child: None,
             });
         }
-        let peers = nodes.iter().map(Node::raft_addr).collect::<Vec<_>>().join(",");
-        let api = ApiClient::new(Some(SECRET.as_bytes()), Duration::from_millis(800)).expect("api client");
-        Cluster { nodes, peers, api, dir }
+        let peers = nodes
+            .iter()
+            .map(Node::raft_addr)
+            .collect::<Vec<_>>()
+            .join(",");
+        let api = ApiClient::new(Some(SECRET.as_bytes()), Duration::from_millis(800))
+            .expect("api client");
+        Cluster {
+            nodes,
+            peers,
+            api,
+            dir,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -130,7 +139,8 @@ impl Cluster {
             .stderr(log);
         match &node.redis {
             Some(r) => {
-                cmd.arg("--redis-host=127.0.0.1").arg(format!("--redis-port={}", r.port()));
+                cmd.arg("--redis-host=127.0.0.1")
+                    .arg(format!("--redis-port={}", r.port()));
             }
             None => {
                 cmd.arg("--standalone");
@@ -200,7 +210,9 @@ impl Cluster {
     /// Wait until the running agents agree on one master whose Redis is master, every
     /// other running data node replicates from it with a live link, and return its index.
     pub async fn wait_stable_master(&self, timeout: Duration) -> usize {
-        let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].child.is_some()).collect();
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].child.is_some())
+            .collect();
         let states = self
             .wait_until("one agreed master with live replicas", timeout, |states| {
                 stable_master(states, &running).is_some()
@@ -210,7 +222,10 @@ impl Cluster {
     }
 
     pub fn index_of(&self, name: &str) -> usize {
-        self.nodes.iter().position(|n| n.name == name).expect("known node")
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .expect("known node")
     }
 
     pub fn dump_logs(&self) {
@@ -222,10 +237,16 @@ impl Cluster {
 
 /// The index of the agreed master, if the cluster is settled.
 pub fn stable_master(states: &[Option<StateView>], running: &[usize]) -> Option<usize> {
-    let views: Vec<&StateView> = running.iter().map(|&i| states[i].as_ref()).collect::<Option<_>>()?;
+    let views: Vec<&StateView> = running
+        .iter()
+        .map(|&i| states[i].as_ref())
+        .collect::<Option<_>>()?;
     let first = views.first()?;
     let master_name = first.master.clone()?;
-    if views.iter().any(|v| v.master.as_ref() != Some(&master_name) || v.epoch != first.epoch) {
+    if views
+        .iter()
+        .any(|v| v.master.as_ref() != Some(&master_name) || v.epoch != first.epoch)
+    {
         return None;
     }
     let masters: Vec<usize> = running
@@ -239,7 +260,10 @@ pub fn stable_master(states: &[Option<StateView>], running: &[usize]) -> Option<
     }
     let replicas_ok = running.iter().all(|&i| {
         let v = states[i].as_ref();
-        i == *m || v.is_some_and(|v| v.is_witness || (v.role == "replica" && v.master_link_up == Some(true)))
+        i == *m
+            || v.is_some_and(|v| {
+                v.is_witness || (v.role == "replica" && v.master_link_up == Some(true))
+            })
     });
     replicas_ok.then_some(*m)
 }
