@@ -177,12 +177,17 @@ fn master_redis(views: &[(String, Option<StateView>)]) -> Option<(String, String
 
 async fn write_loop(target: Arc<Mutex<Option<(String, String)>>>, stats: Arc<Mutex<WriterStats>>) {
     let mut conn: Option<(String, redis::aio::MultiplexedConnection)> = None;
+    let mut seen_master = false;
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let Some((name, addr)) = lock(&target).clone() else {
-            lock(&stats).failed += 1;
+            // Before the first election there is nothing to refuse writes yet.
+            if seen_master {
+                lock(&stats).failed += 1;
+            }
             continue;
         };
+        seen_master = true;
         if conn.as_ref().is_none_or(|(a, _)| *a != addr) {
             conn = match connect(&addr).await {
                 Some(c) => Some((addr.clone(), c)),
