@@ -38,10 +38,17 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(secret: Option<&[u8]>, timeout: Duration) -> Result<Self, reqwest::Error> {
-        Ok(ApiClient {
-            http: reqwest::Client::builder().timeout(timeout).build()?,
+        Ok(Self::with_client(
+            reqwest::Client::builder().timeout(timeout).build()?,
+            secret,
+        ))
+    }
+
+    pub fn with_client(http: reqwest::Client, secret: Option<&[u8]>) -> Self {
+        ApiClient {
+            http,
             secret: secret.map(<[u8]>::to_vec),
-        })
+        }
     }
 
     /// Send a signed request with an optional JSON body and return the raw response.

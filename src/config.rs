@@ -140,6 +140,9 @@ pub struct AgentArgs {
     /// A master without confirmed quorum contact for this long pauses writes. Must be < --down-after.
     #[arg(long, value_parser = parse_duration, default_value = "3s")]
     pub lease: Duration,
+    /// How long Redis `FAILOVER` may take during a planned switchover before Redis aborts it.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub switchover_timeout: Duration,
     /// Refuse a failover candidate lagging more than this many bytes.
     #[arg(long, default_value_t = 1_048_576)]
     pub max_lag_on_failover: u64,
@@ -261,6 +264,7 @@ pub struct Settings {
     pub down_after: Duration,
     pub lease: Duration,
     pub max_lag_on_failover: u64,
+    pub switchover_timeout: Duration,
     pub raft_heartbeat: Duration,
     pub raft_election_timeout: Duration,
     pub pod_name: String,
@@ -395,6 +399,7 @@ impl AgentArgs {
             ("--lease", self.lease),
             ("--redis-down-after", self.redis_down_after),
             ("--raft-heartbeat", self.raft_heartbeat),
+            ("--switchover-timeout", self.switchover_timeout),
         ] {
             if d.is_zero() {
                 return Err(err(format!("{flag} must be greater than 0")));
@@ -513,6 +518,7 @@ impl AgentArgs {
             down_after: self.down_after,
             lease: self.lease,
             max_lag_on_failover: self.max_lag_on_failover,
+            switchover_timeout: self.switchover_timeout,
             raft_heartbeat: self.raft_heartbeat,
             raft_election_timeout: self.raft_election_timeout,
             pod_name: self.pod_name.clone(),

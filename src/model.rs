@@ -60,14 +60,36 @@ impl Member {
     }
 }
 
-/// One committed master change, kept for `/state` and logs.
+/// A candidate's replication offset when a master was chosen, kept in the history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateOffset {
+    pub name: String,
+    pub offset: u64,
+}
+
+/// One committed master change, kept for `/history`, `/state` and logs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MasterChange {
     pub epoch: u64,
     pub from: Option<NodeId>,
     pub to: NodeId,
     pub reason: String,
+    /// Wall-clock time chosen by the coordinator when it proposed the change.
+    pub at_unix_ms: u64,
+    pub candidates: Vec<CandidateOffset>,
 }
+
+/// A planned switchover in progress: the master's agent hands over with Redis `FAILOVER`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Switchover {
+    pub from: NodeId,
+    pub to: NodeId,
+    /// The epoch it was begun at; the `SetMaster` that completes it carries `epoch + 1`.
+    pub epoch: u64,
+}
+
+/// How many master changes `/history` keeps.
+pub const HISTORY_LEN: usize = 100;
 
 /// The replicated state machine. The Redis master is a value here, never
 /// "whoever is Raft leader".
@@ -80,7 +102,17 @@ pub struct ClusterState {
     /// run_id later means the process restarted (possibly empty).
     pub master_run_id: Option<String>,
     pub members: BTreeMap<NodeId, Member>,
-    pub last_change: Option<MasterChange>,
+    #[serde(default)]
+    pub switchover: Option<Switchover>,
+    /// Maintenance mode: no automatic failover or demotion.
+    #[serde(default)]
+    pub paused: bool,
+    /// Latest master changes, oldest first, at most [`HISTORY_LEN`].
+    #[serde(default)]
+    pub history: Vec<MasterChange>,
+    /// Why the last switchover was abandoned, if it was.
+    #[serde(default)]
+    pub last_switchover_abort: Option<String>,
 }
 
 /// Raft log entry payload.
@@ -90,13 +122,46 @@ pub enum Command {
         id: NodeId,
         member: Member,
     },
-    /// Rejected unless `epoch == current + 1` and `node` may be master.
+    /// Rejected unless `epoch == current + 1`, `node` may be master and the cluster is not paused.
     SetMaster {
         node: NodeId,
         epoch: u64,
         run_id: String,
         reason: String,
+        #[serde(default)]
+        at_unix_ms: u64,
+        #[serde(default)]
+        candidates: Vec<CandidateOffset>,
     },
+    /// Rejected unless `from` is the master at `epoch`, `to` may be master, and nothing
+    /// else (a switchover, a pause) is in the way.
+    BeginSwitchover {
+        from: NodeId,
+        to: NodeId,
+        epoch: u64,
+    },
+    /// Abandon the switchover begun at `epoch`; roles stay as they are.
+    EndSwitchover {
+        epoch: u64,
+        reason: String,
+    },
+    SetPaused {
+        paused: bool,
+    },
+    /// Forget a member taken out of the Raft voter set; never the master.
+    RemoveMember {
+        id: NodeId,
+    },
+}
+
+impl Command {
+    /// Stamp wall-clock time on a master change; the state machine itself reads no clock.
+    pub fn stamped(mut self, now_unix_ms: u64) -> Command {
+        if let Command::SetMaster { at_unix_ms, .. } = &mut self {
+            *at_unix_ms = now_unix_ms;
+        }
+        self
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,43 +173,130 @@ pub enum CommandResponse {
 impl ClusterState {
     /// Apply one committed command. Deterministic: every replica computes the same result.
     pub fn apply(&mut self, command: &Command) -> CommandResponse {
+        match self.check(command) {
+            Err(why) => CommandResponse::Rejected(why),
+            Ok(()) => {
+                self.apply_checked(command);
+                CommandResponse::Applied
+            }
+        }
+    }
+
+    fn promotable(&self, node: NodeId) -> Result<&Member, String> {
+        match self.members.get(&node) {
+            Some(m) if m.can_be_master() => Ok(m),
+            Some(m) => Err(format!(
+                "{} cannot be master (witness or no-promote)",
+                m.name
+            )),
+            None => Err(format!("unknown node {node}")),
+        }
+    }
+
+    fn check(&self, command: &Command) -> Result<(), String> {
+        match command {
+            Command::Register { .. } => Ok(()),
+            Command::SetMaster { node, epoch, .. } => {
+                if *epoch != self.epoch + 1 {
+                    return Err(format!("stale epoch {epoch}: current is {}", self.epoch));
+                }
+                if self.paused {
+                    return Err("the cluster is paused for maintenance".into());
+                }
+                self.promotable(*node).map(|_| ())
+            }
+            Command::BeginSwitchover { from, to, epoch } => {
+                if *epoch != self.epoch || self.master != Some(*from) {
+                    return Err(format!(
+                        "switchover from {} at epoch {epoch} is stale: master is {} at epoch {}",
+                        self.member_name(*from),
+                        self.master.map_or("none", |m| self.member_name(m)),
+                        self.epoch
+                    ));
+                }
+                if self.paused {
+                    return Err("the cluster is paused for maintenance".into());
+                }
+                if let Some(sw) = &self.switchover {
+                    return Err(format!(
+                        "a switchover to {} is already running",
+                        self.member_name(sw.to)
+                    ));
+                }
+                if from == to {
+                    return Err(format!("{} is already master", self.member_name(*to)));
+                }
+                self.promotable(*to).map(|_| ())
+            }
+            Command::EndSwitchover { epoch, .. } => match &self.switchover {
+                Some(sw) if sw.epoch == *epoch => Ok(()),
+                _ => Err(format!("no switchover running at epoch {epoch}")),
+            },
+            Command::RemoveMember { id } => {
+                if self.master == Some(*id) {
+                    Err(format!(
+                        "{} is the master; switch over first",
+                        self.member_name(*id)
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            Command::SetPaused { paused } => match &self.switchover {
+                Some(sw) if *paused => Err(format!(
+                    "a switchover to {} is running; pause after it ends",
+                    self.member_name(sw.to)
+                )),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    fn apply_checked(&mut self, command: &Command) {
         match command {
             Command::Register { id, member } => {
                 self.members.insert(*id, member.clone());
-                CommandResponse::Applied
             }
             Command::SetMaster {
                 node,
                 epoch,
                 run_id,
                 reason,
+                at_unix_ms,
+                candidates,
             } => {
-                if *epoch != self.epoch + 1 {
-                    return CommandResponse::Rejected(format!(
-                        "stale epoch {epoch}: current is {}",
-                        self.epoch
-                    ));
-                }
-                match self.members.get(node) {
-                    Some(m) if m.can_be_master() => {}
-                    Some(m) => {
-                        return CommandResponse::Rejected(format!(
-                            "{} cannot be master (witness or no-promote)",
-                            m.name
-                        ));
-                    }
-                    None => return CommandResponse::Rejected(format!("unknown node {node}")),
-                }
-                self.last_change = Some(MasterChange {
+                self.history.push(MasterChange {
                     epoch: *epoch,
                     from: self.master,
                     to: *node,
                     reason: reason.clone(),
+                    at_unix_ms: *at_unix_ms,
+                    candidates: candidates.clone(),
                 });
+                if self.history.len() > HISTORY_LEN {
+                    let excess = self.history.len() - HISTORY_LEN;
+                    self.history.drain(..excess);
+                }
                 self.epoch = *epoch;
                 self.master = Some(*node);
                 self.master_run_id = Some(run_id.clone());
-                CommandResponse::Applied
+                self.switchover = None;
+            }
+            Command::BeginSwitchover { from, to, epoch } => {
+                self.switchover = Some(Switchover {
+                    from: *from,
+                    to: *to,
+                    epoch: *epoch,
+                });
+                self.last_switchover_abort = None;
+            }
+            Command::EndSwitchover { reason, .. } => {
+                self.switchover = None;
+                self.last_switchover_abort = Some(reason.clone());
+            }
+            Command::SetPaused { paused } => self.paused = *paused,
+            Command::RemoveMember { id } => {
+                self.members.remove(id);
             }
         }
     }
@@ -242,4 +394,157 @@ pub struct ReportAck {
     pub master: Option<NodeId>,
     /// The master's last reported replication offset, so replicas can tell their lag.
     pub master_offset: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(name: &str) -> Member {
+        Member {
+            name: name.into(),
+            site: String::new(),
+            kind: MemberKind::Data,
+            redis_addr: Some(format!("{name}:6379")),
+            api_addr: String::new(),
+            raft_addr: String::new(),
+            priority: 0,
+            no_promote: false,
+        }
+    }
+
+    fn set_master(node: NodeId, epoch: u64) -> Command {
+        Command::SetMaster {
+            node,
+            epoch,
+            run_id: format!("run-{node}"),
+            reason: "test".into(),
+            at_unix_ms: 42,
+            candidates: Vec::new(),
+        }
+    }
+
+    fn cluster() -> ClusterState {
+        let mut s = ClusterState::default();
+        for (id, name) in [(1, "a"), (2, "b")] {
+            assert_eq!(
+                s.apply(&Command::Register {
+                    id,
+                    member: data(name)
+                }),
+                CommandResponse::Applied
+            );
+        }
+        let mut witness = data("w");
+        witness.kind = MemberKind::Witness;
+        s.apply(&Command::Register {
+            id: 3,
+            member: witness,
+        });
+        assert_eq!(s.apply(&set_master(1, 1)), CommandResponse::Applied);
+        s
+    }
+
+    fn rejected(r: CommandResponse) -> bool {
+        matches!(r, CommandResponse::Rejected(_))
+    }
+
+    #[test]
+    fn set_master_needs_the_next_epoch_a_promotable_node_and_no_pause() {
+        let mut s = cluster();
+        assert!(rejected(s.apply(&set_master(2, 1))), "stale epoch");
+        assert!(rejected(s.apply(&set_master(2, 3))), "skipped epoch");
+        assert!(rejected(s.apply(&set_master(3, 2))), "witness");
+        assert!(rejected(s.apply(&set_master(9, 2))), "unknown");
+        s.apply(&Command::SetPaused { paused: true });
+        assert!(rejected(s.apply(&set_master(2, 2))), "paused");
+        s.apply(&Command::SetPaused { paused: false });
+        assert_eq!(s.apply(&set_master(2, 2)), CommandResponse::Applied);
+        assert_eq!((s.epoch, s.master), (2, Some(2)));
+        let last = s.history.last().cloned();
+        assert_eq!(
+            last.map(|c| (c.epoch, c.from, c.to, c.at_unix_ms)),
+            Some((2, Some(1), 2, 42))
+        );
+    }
+
+    #[test]
+    fn switchover_lifecycle() {
+        let mut s = cluster();
+        let begin = Command::BeginSwitchover {
+            from: 1,
+            to: 2,
+            epoch: 1,
+        };
+        assert!(
+            rejected(s.apply(&Command::BeginSwitchover {
+                from: 2,
+                to: 1,
+                epoch: 1
+            })),
+            "from is not master"
+        );
+        assert!(
+            rejected(s.apply(&Command::BeginSwitchover {
+                from: 1,
+                to: 3,
+                epoch: 1
+            })),
+            "to a witness"
+        );
+        assert!(
+            rejected(s.apply(&Command::BeginSwitchover {
+                from: 1,
+                to: 1,
+                epoch: 1
+            })),
+            "to itself"
+        );
+        assert_eq!(s.apply(&begin), CommandResponse::Applied);
+        assert!(rejected(s.apply(&begin)), "one at a time");
+        assert!(
+            rejected(s.apply(&Command::SetPaused { paused: true })),
+            "no pause mid-switchover"
+        );
+        assert!(
+            rejected(s.apply(&Command::EndSwitchover {
+                epoch: 0,
+                reason: "x".into()
+            })),
+            "wrong epoch"
+        );
+        assert_eq!(
+            s.apply(&Command::EndSwitchover {
+                epoch: 1,
+                reason: "timed out".into()
+            }),
+            CommandResponse::Applied
+        );
+        assert_eq!((s.switchover.clone(), s.master), (None, Some(1)));
+        assert_eq!(s.last_switchover_abort.as_deref(), Some("timed out"));
+
+        s.apply(&begin);
+        assert_eq!(s.apply(&set_master(2, 2)), CommandResponse::Applied);
+        assert_eq!(
+            s.switchover, None,
+            "the new master completes the switchover"
+        );
+    }
+
+    #[test]
+    fn history_is_bounded_and_the_master_cannot_be_removed() {
+        let mut s = cluster();
+        for epoch in 2..(HISTORY_LEN as u64 + 10) {
+            s.apply(&set_master(if epoch % 2 == 0 { 2 } else { 1 }, epoch));
+        }
+        assert_eq!(s.history.len(), HISTORY_LEN);
+        assert_eq!(s.history.last().map(|c| c.epoch), Some(s.epoch));
+        let master = s.master.unwrap_or_default();
+        assert!(rejected(s.apply(&Command::RemoveMember { id: master })));
+        assert_eq!(
+            s.apply(&Command::RemoveMember { id: 3 }),
+            CommandResponse::Applied
+        );
+        assert!(!s.members.contains_key(&3));
+    }
 }

@@ -2,7 +2,7 @@
 //! state, the local probe and how recently a quorum-holding coordinator confirmed contact.
 
 use super::addr::{RedisAddr, same_redis_addr};
-use crate::model::{ClusterState, Millis, NodeId, RedisHealth, RedisRole, RedisStatus};
+use crate::model::{ClusterState, Millis, NodeId, RedisHealth, RedisRole, RedisStatus, Switchover};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LocalAction {
@@ -14,6 +14,8 @@ pub enum LocalAction {
     PauseWrites,
     /// `CLIENT UNPAUSE`
     Unpause,
+    /// `FAILOVER TO host port TIMEOUT ms`: hand the master role over for a planned switchover.
+    FailoverTo { host: String, port: u16 },
 }
 
 #[derive(Clone, Debug)]
@@ -26,6 +28,8 @@ pub struct LocalView<'a> {
     /// Whether this agent may have left its Redis paused.
     pub fenced: bool,
     pub lease: Millis,
+    /// Whether this agent already ran `FAILOVER` for the switchover in progress.
+    pub switchover_attempted: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +65,17 @@ pub fn plan_local(view: &LocalView<'_>) -> LocalPlan {
         };
     }
 
+    if view.state.paused {
+        return plan_paused(view, status);
+    }
+    if let Some(plan) = view
+        .state
+        .switchover
+        .as_ref()
+        .and_then(|sw| plan_switchover_role(view, status, sw))
+    {
+        return plan;
+    }
     match view.state.master {
         None if view.fenced => LocalPlan::new(
             vec![LocalAction::Unpause],
@@ -79,6 +94,75 @@ impl LocalPlan {
             reason: reason.into(),
         }
     }
+}
+
+/// Maintenance pause: only lift a fence from the committed master itself; change no role.
+fn plan_paused(view: &LocalView<'_>, status: &RedisStatus) -> LocalPlan {
+    let is_committed_master = view.state.master == Some(view.self_id)
+        && status.role == RedisRole::Master
+        && view.state.master_run_id.as_deref() == Some(status.run_id.as_str());
+    if is_committed_master && view.fenced {
+        return LocalPlan::new(
+            vec![LocalAction::Unpause],
+            "paused for maintenance; quorum contact is back, lifting the fence on the master",
+        );
+    }
+    LocalPlan::new(Vec::new(), "paused for maintenance: only reporting")
+}
+
+/// During a switchover the two nodes involved leave their roles to Redis `FAILOVER`;
+/// everyone else reconciles as usual (`None`).
+fn plan_switchover_role(
+    view: &LocalView<'_>,
+    status: &RedisStatus,
+    sw: &Switchover,
+) -> Option<LocalPlan> {
+    let target = view.state.member_name(sw.to);
+    if sw.to == view.self_id {
+        let from = view.state.member_name(sw.from);
+        return Some(LocalPlan::new(
+            Vec::new(),
+            format!("switchover: taking over from {from}"),
+        ));
+    }
+    if sw.from != view.self_id {
+        return None;
+    }
+    if status.role == RedisRole::Replica {
+        return Some(LocalPlan::new(
+            Vec::new(),
+            format!("switchover: handed over to {target}; waiting for the commit"),
+        ));
+    }
+    if view.fenced {
+        return Some(LocalPlan::new(
+            vec![LocalAction::Unpause],
+            "switchover: lifting the fence before handing over",
+        ));
+    }
+    if view.switchover_attempted {
+        return Some(LocalPlan::new(
+            Vec::new(),
+            format!(
+                "switchover: FAILOVER to {target} issued; waiting for redis or the coordinator"
+            ),
+        ));
+    }
+    let addr = view
+        .state
+        .members
+        .get(&sw.to)
+        .and_then(|m| m.redis_addr.as_deref());
+    Some(match addr.and_then(RedisAddr::parse) {
+        Some(RedisAddr { host, port }) => LocalPlan::new(
+            vec![LocalAction::FailoverTo { host, port }],
+            format!("switchover: handing the master role to {target}"),
+        ),
+        None => LocalPlan::new(
+            Vec::new(),
+            format!("switchover: {target} has no valid redis address"),
+        ),
+    })
 }
 
 /// Append `Unpause` when a fence may still hold: always last, after any role change.
@@ -254,6 +338,7 @@ mod tests {
             contact_age: contact_age.map(Millis),
             fenced,
             lease: Millis(LEASE),
+            switchover_attempted: false,
         })
     }
 
@@ -563,5 +648,110 @@ mod tests {
             got.reason,
             "committed master node 2 is not a registered member"
         );
+    }
+
+    fn switching(from: NodeId, to: NodeId) -> ClusterState {
+        let mut state = state(Some(from), if from == A { "run-a" } else { "run-b" });
+        state.switchover = Some(Switchover { from, to, epoch: 3 });
+        state
+    }
+
+    fn plan_attempted(
+        state: &ClusterState,
+        redis: &RedisHealth,
+        fenced: bool,
+        attempted: bool,
+    ) -> LocalPlan {
+        plan_local(&LocalView {
+            self_id: A,
+            state,
+            redis,
+            contact_age: CONTACT.map(Millis),
+            fenced,
+            lease: Millis(LEASE),
+            switchover_attempted: attempted,
+        })
+    }
+
+    #[test]
+    fn switchover_roles_are_left_to_redis_failover() {
+        let handing = switching(A, B);
+        let failover = LocalAction::FailoverTo {
+            host: "b.example".into(),
+            port: 6380,
+        };
+        let got = plan_attempted(&handing, &as_master("run-a"), false, false);
+        assert_eq!(got.actions, vec![failover], "the master hands over once");
+        let got = plan_attempted(&handing, &as_master("run-a"), false, true);
+        assert!(got.actions.is_empty(), "never twice: {got:?}");
+        let got = plan_attempted(
+            &handing,
+            &as_replica_of("run-a", Some(B_ADDR), true),
+            false,
+            true,
+        );
+        assert!(
+            got.actions.is_empty(),
+            "handed over: wait for the commit, do not re-promote: {got:?}"
+        );
+        let got = plan_attempted(&handing, &as_master("run-a"), true, false);
+        assert_eq!(
+            got.actions,
+            vec![Unpause],
+            "a fence is lifted before handing over"
+        );
+
+        let taking = switching(B, A);
+        let got = plan_attempted(&taking, &as_master("run-a"), false, false);
+        assert!(
+            got.actions.is_empty(),
+            "the target keeps the role FAILOVER gave it: {got:?}"
+        );
+        let got = plan_attempted(
+            &taking,
+            &as_replica_of("run-a", Some(B_ADDR), true),
+            false,
+            false,
+        );
+        assert!(got.actions.is_empty(), "{got:?}");
+
+        // Fencing still wins while isolated.
+        let isolated = plan(&handing, &as_master("run-a"), Some(LEASE + 1), false);
+        assert_eq!(isolated.actions, vec![PauseWrites]);
+    }
+
+    #[test]
+    fn paused_cluster_changes_no_role_but_still_fences() {
+        let mut paused = state(Some(B), "run-b");
+        paused.paused = true;
+        let got = plan(&paused, &as_master("run-a"), CONTACT, false);
+        assert!(got.actions.is_empty(), "no demotion while paused: {got:?}");
+        let got = plan(&paused, &as_master("run-a"), Some(LEASE + 1), false);
+        assert_eq!(
+            got.actions,
+            vec![PauseWrites],
+            "an isolated master fences even when paused"
+        );
+        let got = plan(&paused, &as_master("run-a"), CONTACT, true);
+        assert!(
+            got.actions.is_empty(),
+            "not the committed master: keep the fence: {got:?}"
+        );
+
+        let mut mine = state(Some(A), "run-a");
+        mine.paused = true;
+        let got = plan(&mine, &as_master("run-a"), CONTACT, true);
+        assert_eq!(
+            got.actions,
+            vec![Unpause],
+            "the committed master gets its fence lifted"
+        );
+        let got = plan(
+            &mine,
+            &as_replica_of("run-a", Some(B_ADDR), true),
+            CONTACT,
+            false,
+        );
+        assert!(got.actions.is_empty(), "no promotion while paused: {got:?}");
     }
 }

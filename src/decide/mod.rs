@@ -4,18 +4,20 @@
 mod addr;
 mod candidate;
 pub mod local;
+mod switchover;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{
-    ClusterState, Command, DownKind, Member, MemberKind, Millis, NodeId, NodeReport, RedisHealth,
-    RedisRole,
+    CandidateOffset, ClusterState, Command, DownKind, Member, MemberKind, Millis, NodeId,
+    NodeReport, RedisHealth, RedisRole,
 };
 
 use addr::same_redis_addr;
 use candidate::{Field, failover_order, first_election_order};
+pub use switchover::{SwitchoverRefusal, plan_switchover};
 
 /// Tunables that shape every decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +29,8 @@ pub struct Policy {
     pub down_after: Millis,
     /// Refuse a candidate whose offset is further behind the master's last known offset.
     pub max_lag_bytes: u64,
+    /// Redis `FAILOVER ... TIMEOUT` of a planned switchover; abandoned when clearly over.
+    pub switchover_timeout: Millis,
 }
 
 /// A report and when the coordinator received it (coordinator's monotonic clock).
@@ -44,6 +48,8 @@ pub struct Reports {
     /// Voter ids from the Raft membership.
     pub voters: BTreeSet<NodeId>,
     pub latest: BTreeMap<NodeId, ReceivedReport>,
+    /// When this coordinator first saw the committed switchover in progress, if any.
+    pub switchover_since: Option<Millis>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +57,8 @@ pub struct Decision {
     pub commands: Vec<Command>,
     /// One human-readable sentence: what was decided and why (or why nothing).
     pub reason: String,
+    /// When the failure (or switchover) that a `SetMaster` answers began, for metrics.
+    pub failing_since: Option<Millis>,
 }
 
 /// Decide what to commit next.
@@ -64,6 +72,9 @@ pub fn decide(state: &ClusterState, reports: &Reports, policy: &Policy, now: Mil
         working.apply(command);
     }
     let outcome = match working.master {
+        _ if working.paused => {
+            Outcome::wait("paused for maintenance: no automatic failover".to_string())
+        }
         None => first_election(&working, reports, policy, now),
         Some(master) => watch_master(&working, reports, policy, now, master),
     };
@@ -74,19 +85,23 @@ pub fn decide(state: &ClusterState, reports: &Reports, policy: &Policy, now: Mil
             .iter()
             .filter_map(|c| match c {
                 Command::Register { member, .. } => Some(member.name.as_str()),
-                Command::SetMaster { .. } => None,
+                _ => None,
             })
             .collect();
         format!("registering {}; {}", names.join(", "), outcome.reason)
     };
     let mut commands = registrations;
     commands.extend(outcome.command);
-    Decision { commands, reason }
+    Decision {
+        commands,
+        reason,
+        failing_since: outcome.failing_since,
+    }
 }
 
 /// A report counts only while younger than `down_after`: older ones describe a node
 /// we may already have to treat as gone.
-pub(crate) fn is_fresh(received: &ReceivedReport, policy: &Policy, now: Millis) -> bool {
+pub fn is_fresh(received: &ReceivedReport, policy: &Policy, now: Millis) -> bool {
     now.since(received.received_at) < policy.down_after
 }
 
@@ -94,6 +109,7 @@ pub(crate) fn is_fresh(received: &ReceivedReport, policy: &Policy, now: Millis) 
 struct Outcome {
     command: Option<Command>,
     reason: String,
+    failing_since: Option<Millis>,
 }
 
 impl Outcome {
@@ -101,8 +117,29 @@ impl Outcome {
         Outcome {
             command: None,
             reason,
+            failing_since: None,
         }
     }
+
+    fn commit(command: Command, reason: String, failing_since: Option<Millis>) -> Outcome {
+        Outcome {
+            command: Some(command),
+            reason,
+            failing_since,
+        }
+    }
+}
+
+/// The offsets of the candidates considered, for the history.
+fn candidate_offsets(field: &Field<'_>) -> Vec<CandidateOffset> {
+    field
+        .candidates
+        .iter()
+        .map(|c| CandidateOffset {
+            name: c.member.name.clone(),
+            offset: c.status.repl_offset,
+        })
+        .collect()
 }
 
 /// `Register` for every reporter whose self-description differs from the committed one.
@@ -170,15 +207,15 @@ fn first_election(
         "first master: electing {} ({}, {} keys, offset {}) at epoch {epoch}{without}",
         best.member.name, best.status.role, best.status.keys, best.status.repl_offset
     );
-    Outcome {
-        command: Some(Command::SetMaster {
-            node: best.id,
-            epoch,
-            run_id: best.status.run_id.clone(),
-            reason: reason.clone(),
-        }),
-        reason,
-    }
+    let command = Command::SetMaster {
+        node: best.id,
+        epoch,
+        run_id: best.status.run_id.clone(),
+        reason: reason.clone(),
+        at_unix_ms: 0,
+        candidates: candidate_offsets(&field),
+    };
+    Outcome::commit(command, reason, None)
 }
 
 /// Whether the committed master has failed, and if so who replaces it.
@@ -194,9 +231,14 @@ fn watch_master(
             "committed master node {master} is not a registered member; nothing to decide"
         ));
     };
-    let cause = match judge_master(state, reports, policy, now, master, member) {
-        Verdict::Kept(reason) => return Outcome::wait(reason),
-        Verdict::Failed(cause) => cause,
+    let (cause, failing_since) = match judge_master(state, reports, policy, now, master, member) {
+        Verdict::Kept(reason) => {
+            return match &state.switchover {
+                Some(sw) => switchover::progress(state, reports, policy, now, sw),
+                None => Outcome::wait(reason),
+            };
+        }
+        Verdict::Failed(cause, since) => (cause, since),
     };
 
     let mut field = Field::assess(state, reports, policy, now, Some(master));
@@ -224,21 +266,22 @@ fn watch_master(
         "{cause}: promoting {} (offset {}) at epoch {epoch}",
         chosen.member.name, chosen.status.repl_offset
     );
-    Outcome {
-        command: Some(Command::SetMaster {
-            node: chosen.id,
-            epoch,
-            run_id: chosen.status.run_id.clone(),
-            reason: reason.clone(),
-        }),
-        reason,
-    }
+    let command = Command::SetMaster {
+        node: chosen.id,
+        epoch,
+        run_id: chosen.status.run_id.clone(),
+        reason: reason.clone(),
+        at_unix_ms: 0,
+        candidates: candidate_offsets(&field),
+    };
+    Outcome::commit(command, reason, Some(failing_since))
 }
 
-/// The committed master is either kept (with why) or failed (with the cause).
+/// The committed master is either kept (with why) or failed (with the cause and
+/// when the failure began by the coordinator's clock).
 enum Verdict {
     Kept(String),
-    Failed(String),
+    Failed(String, Millis),
 }
 
 fn judge_master(
@@ -260,7 +303,10 @@ fn judge_master(
             {
                 // A restarted Redis may have come back empty; replicas that resync
                 // from it would drop their data, so it must not stay master.
-                Verdict::Failed(format!("master {name}'s redis restarted (run_id changed)"))
+                Verdict::Failed(
+                    format!("master {name}'s redis restarted (run_id changed)"),
+                    received.received_at,
+                )
             }
             Some(RedisHealth::Up(_)) => {
                 Verdict::Kept(format!("master {name} healthy (epoch {})", state.epoch))
@@ -273,9 +319,10 @@ fn judge_master(
                 // Refused means nothing listens: the process is gone, so the short
                 // timeout is enough.
                 if Millis(*for_ms) >= policy.redis_down_after {
-                    Verdict::Failed(format!(
-                        "master {name}'s redis down (connection refused) for {for_ms} ms"
-                    ))
+                    Verdict::Failed(
+                        format!("master {name}'s redis down (connection refused) for {for_ms} ms"),
+                        Millis(received.received_at.0.saturating_sub(*for_ms)),
+                    )
                 } else {
                     Verdict::Kept(format!(
                         "master {name}'s redis down (connection refused) for {for_ms} ms; failover at {} ms",
@@ -291,7 +338,10 @@ fn judge_master(
                 // A hung or unreachable process may still be serving someone, so only
                 // the long (fencing) timeout applies.
                 if Millis(*for_ms) >= policy.down_after {
-                    Verdict::Failed(format!("master {name}'s redis unreachable for {for_ms} ms"))
+                    Verdict::Failed(
+                        format!("master {name}'s redis unreachable for {for_ms} ms"),
+                        Millis(received.received_at.0.saturating_sub(*for_ms)),
+                    )
                 } else {
                     Verdict::Kept(format!(
                         "master {name}'s redis unreachable for {for_ms} ms; failover at {} ms",
@@ -321,10 +371,13 @@ fn judge_master(
             silent.0
         ));
     }
-    Verdict::Failed(format!(
-        "master {name} silent for {} ms and no replica sees it",
-        silent.0
-    ))
+    Verdict::Failed(
+        format!(
+            "master {name} silent for {} ms and no replica sees it",
+            silent.0
+        ),
+        last_contact,
+    )
 }
 
 /// A data member that freshly reports a live replication link to the master: proof

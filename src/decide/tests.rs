@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::model::{DownKind, MemberKind, RedisHealth, RedisRole, RedisStatus};
+use crate::model::{DownKind, MemberKind, RedisHealth, RedisRole, RedisStatus, Switchover};
 
 use MemberKind::{Data, Witness};
 
@@ -15,12 +15,14 @@ const MAX_LAG: u64 = 1_000;
 const NOW: u64 = 100_000;
 /// Old enough to be stale, young enough to matter: the last time a silent node spoke.
 const STALE_AT: u64 = NOW - DOWN_AFTER;
+const SWITCHOVER_TIMEOUT: u64 = 5_000;
 
 fn policy() -> Policy {
     Policy {
         redis_down_after: Millis(REDIS_DOWN_AFTER),
         down_after: Millis(DOWN_AFTER),
         max_lag_bytes: MAX_LAG,
+        switchover_timeout: Millis(SWITCHOVER_TIMEOUT),
     }
 }
 
@@ -117,6 +119,7 @@ impl Scenario {
                 leader_since: Millis(0),
                 voters,
                 latest: BTreeMap::new(),
+                switchover_since: None,
             },
         }
     }
@@ -181,7 +184,7 @@ impl Scenario {
 fn elected(decision: &Decision) -> Option<(NodeId, u64)> {
     decision.commands.iter().find_map(|c| match c {
         Command::SetMaster { node, epoch, .. } => Some((*node, *epoch)),
-        Command::Register { .. } => None,
+        _ => None,
     })
 }
 
@@ -269,6 +272,17 @@ fn registration_and_first_election_in_one_call() {
             epoch: 1,
             run_id: "run-a".to_string(),
             reason: "first master: electing a (master, 3 keys, offset 100) at epoch 1".to_string(),
+            at_unix_ms: 0,
+            candidates: vec![
+                CandidateOffset {
+                    name: "a".into(),
+                    offset: 100
+                },
+                CandidateOffset {
+                    name: "b".into(),
+                    offset: 100
+                },
+            ],
         }
     );
 }
@@ -715,4 +729,182 @@ fn candidate_with_redis_down_is_never_chosen() {
         .report("c", up_replica_of(&addr("a"), false, 0))
         .decide();
     assert_eq!(elected_node(&d), Some(id("c")), "{}", d.reason);
+}
+
+// === maintenance pause ===
+
+#[test]
+fn paused_cluster_never_fails_over() {
+    let mut s = healthy_pair().report("a", down(DownKind::Refused, REDIS_DOWN_AFTER * 10));
+    s.state.paused = true;
+    let d = s.decide();
+    assert_eq!(elected(&d), None, "{}", d.reason);
+    assert!(d.reason.contains("paused"), "{}", d.reason);
+}
+
+// === planned switchover ===
+
+fn request(s: &Scenario, to: Option<&str>) -> Result<Command, SwitchoverRefusal> {
+    plan_switchover(&s.state, &s.reports, &policy(), Millis(NOW), to)
+}
+
+#[test]
+fn switchover_request_is_validated() {
+    let begin = Command::BeginSwitchover {
+        from: id("a"),
+        to: id("b"),
+        epoch: 7,
+    };
+    assert_eq!(request(&healthy_pair(), Some("b")), Ok(begin.clone()));
+    assert_eq!(
+        request(&healthy_pair(), None),
+        Ok(begin),
+        "the best replica by default"
+    );
+
+    let conflict = |s: &Scenario, to: Option<&str>| {
+        matches!(request(s, to), Err(SwitchoverRefusal::Conflict(_)))
+    };
+    let mut paused = healthy_pair();
+    paused.state.paused = true;
+    assert!(conflict(&paused, Some("b")), "paused");
+    let mut running = healthy_pair();
+    running.state.switchover = Some(Switchover {
+        from: id("a"),
+        to: id("b"),
+        epoch: 7,
+    });
+    assert!(conflict(&running, Some("b")), "another switchover runs");
+    let lagging_link = healthy_pair().report("b", up_replica_of(&addr("a"), false, 5_000));
+    assert!(conflict(&lagging_link, Some("b")), "target's link is down");
+    let elsewhere = healthy_pair().report("b", up_replica_of("x:6379", true, 5_000));
+    assert!(
+        conflict(&elsewhere, Some("b")),
+        "target replicates from someone else"
+    );
+    let target_down = healthy_pair().report("b", down(DownKind::Refused, 1));
+    assert!(conflict(&target_down, Some("b")), "target unhealthy");
+    let master_down = healthy_pair().report("a", down(DownKind::Refused, 1));
+    assert!(conflict(&master_down, Some("b")), "master unhealthy");
+    assert!(
+        conflict(&lagging_link, None),
+        "no healthy replica for an automatic choice"
+    );
+
+    assert!(
+        matches!(
+            request(&healthy_pair(), Some("w")),
+            Err(SwitchoverRefusal::Invalid(_))
+        ),
+        "witness"
+    );
+    assert!(
+        matches!(
+            request(&healthy_pair(), Some("a")),
+            Err(SwitchoverRefusal::Invalid(_))
+        ),
+        "already master"
+    );
+    assert!(matches!(
+        request(&healthy_pair(), Some("zz")),
+        Err(SwitchoverRefusal::UnknownMember(_))
+    ));
+    let mut standby = Scenario::new(&[
+        member("a", Data),
+        no_promote(member("b", Data)),
+        member("w", Witness),
+    ])
+    .master("a", "run-a")
+    .report("a", up_master("run-a", 5_000, 10))
+    .report("b", up_replica_of(&addr("a"), true, 5_000));
+    standby.reports.switchover_since = None;
+    assert!(
+        matches!(
+            request(&standby, Some("b")),
+            Err(SwitchoverRefusal::Invalid(_))
+        ),
+        "no-promote"
+    );
+}
+
+/// The old master after Redis `FAILOVER`: same process (run_id), now a replica of b.
+fn handed_over_a() -> RedisHealth {
+    let mut health = up_replica_of(&addr("b"), true, 5_000);
+    if let RedisHealth::Up(status) = &mut health {
+        status.run_id = "run-a".into();
+    }
+    health
+}
+
+fn switching(s: Scenario, since: u64) -> Scenario {
+    let mut s = s;
+    s.state.switchover = Some(Switchover {
+        from: id("a"),
+        to: id("b"),
+        epoch: 7,
+    });
+    s.reports.switchover_since = Some(Millis(since));
+    s
+}
+
+#[test]
+fn switchover_commits_the_target_once_redis_made_it_master() {
+    let before = switching(healthy_pair(), NOW - 100);
+    let d = before.decide();
+    assert!(d.commands.is_empty(), "still handing over: {}", d.reason);
+
+    let handed = switching(
+        healthy_pair()
+            .report("a", handed_over_a())
+            .report("b", up_master("run-b", 5_000, 10)),
+        NOW - 100,
+    );
+    let d = handed.decide();
+    assert_eq!(elected(&d), Some((id("b"), 8)), "{}", d.reason);
+    assert_eq!(d.failing_since, Some(Millis(NOW - 100)));
+    let Some(Command::SetMaster { run_id, .. }) = d.commands.first() else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        run_id, "run-b",
+        "the target's own run_id becomes the committed one"
+    );
+}
+
+#[test]
+fn switchover_is_abandoned_only_when_redis_gave_up() {
+    let deadline = SWITCHOVER_TIMEOUT + DOWN_AFTER;
+    let waiting = switching(healthy_pair(), NOW - deadline + 1).decide();
+    assert!(waiting.commands.is_empty(), "{}", waiting.reason);
+
+    let gave_up = switching(healthy_pair(), NOW - deadline).decide();
+    assert!(
+        matches!(
+            gave_up.commands.as_slice(),
+            [Command::EndSwitchover { epoch: 7, .. }]
+        ),
+        "{gave_up:?}"
+    );
+
+    // Old master already a replica but the target is not reporting: never abandon, or
+    // both could end up writable.
+    let unclear = switching(
+        healthy_pair()
+            .report("a", handed_over_a())
+            .report_at("b", None, STALE_AT),
+        NOW - deadline * 3,
+    )
+    .decide();
+    assert!(unclear.commands.is_empty(), "{}", unclear.reason);
+    assert!(unclear.reason.contains("unresolved"), "{}", unclear.reason);
+}
+
+#[test]
+fn master_dying_during_a_switchover_fails_over_normally() {
+    let s = switching(
+        healthy_pair().report("a", down(DownKind::Refused, REDIS_DOWN_AFTER)),
+        NOW - 100,
+    );
+    let d = s.decide();
+    assert_eq!(elected(&d), Some((id("b"), 8)), "{}", d.reason);
 }

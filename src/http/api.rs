@@ -12,9 +12,11 @@ use axum::{Json, Router, middleware};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 
-use crate::agent::Agent;
+use axum::body::Bytes;
+
+use crate::agent::{Agent, OperatorError};
 use crate::config::{Peer, node_id};
-use crate::model::{MemberKind, NodeId, RedisHealth, RedisRole};
+use crate::model::{CandidateOffset, MemberKind, NodeId, RedisHealth, RedisRole};
 
 pub fn router(agent: Arc<Agent>) -> Router {
     let signed = Router::new()
@@ -23,6 +25,11 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/raft/peers", get(raft_peers))
         .route("/raft/add-voter", post(add_voter))
         .route("/raft/add-nonvoter", post(add_nonvoter))
+        .route("/raft/remove", post(remove))
+        .route("/switchover", post(switchover))
+        .route("/pause", post(pause))
+        .route("/resume", post(resume))
+        .route("/history", get(history))
         .layer(middleware::from_fn_with_state(
             agent.clone(),
             super::require_signature,
@@ -81,6 +88,11 @@ pub struct StateView {
     pub redis_run_id: Option<String>,
     pub redis_error: Option<String>,
     pub reconcile: String,
+    /// Maintenance pause: no automatic failover or demotion.
+    pub paused: bool,
+    /// `"a -> b"` while a planned switchover runs.
+    pub switchover: Option<String>,
+    pub last_switchover_abort: Option<String>,
     pub members: Vec<MemberView>,
 }
 
@@ -169,6 +181,15 @@ pub fn state_view(agent: &Agent) -> StateView {
             _ => None,
         },
         reconcile: local.reason,
+        paused: cluster.paused,
+        switchover: cluster.switchover.as_ref().map(|sw| {
+            format!(
+                "{} -> {}",
+                cluster.member_name(sw.from),
+                cluster.member_name(sw.to)
+            )
+        }),
+        last_switchover_abort: cluster.last_switchover_abort.clone(),
         members: cluster
             .members
             .iter()
@@ -375,4 +396,134 @@ async fn replica(State(agent): State<Arc<Agent>>, Query(q): Query<ReplicaQuery>)
         }
     }
     (StatusCode::OK, "replica").into_response()
+}
+
+fn operator_error(e: OperatorError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, e.message).into_response()
+}
+
+/// Pass an operator request on to the coordinator, or answer why we cannot.
+async fn forward(agent: &Agent, path: &str, body: &serde_json::Value) -> Response {
+    let Some(leader) = agent.leader_api_addr() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no coordinator (raft leader) known; retry",
+        )
+            .into_response();
+    };
+    match agent
+        .api_client()
+        .send(reqwest::Method::POST, &leader, path, Some(body))
+        .await
+    {
+        Ok(resp) => {
+            let status =
+                StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let text = resp.text().await.unwrap_or_default();
+            (status, [("content-type", "application/json")], text).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!("forwarding to the coordinator failed: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+/// Parse an optional JSON body; an empty body means defaults.
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")).into_response())
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SwitchoverRequest {
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+async fn switchover(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
+    let req: SwitchoverRequest = match optional_json(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    if !agent.is_leader() {
+        return forward(&agent, "/switchover", &serde_json::json!(req)).await;
+    }
+    match agent.switchover(req.to.as_deref()).await {
+        Ok(done) => Json(done).into_response(),
+        Err(e) => operator_error(e),
+    }
+}
+
+async fn set_paused(agent: Arc<Agent>, paused: bool) -> Response {
+    if !agent.is_leader() {
+        let path = if paused { "/pause" } else { "/resume" };
+        return forward(&agent, path, &serde_json::json!({})).await;
+    }
+    match agent.set_paused(paused).await {
+        Ok(()) => Json(serde_json::json!({ "paused": paused })).into_response(),
+        Err(e) => operator_error(e),
+    }
+}
+
+async fn pause(State(agent): State<Arc<Agent>>) -> Response {
+    set_paused(agent, true).await
+}
+
+async fn resume(State(agent): State<Arc<Agent>>) -> Response {
+    set_paused(agent, false).await
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct RemoveRequest {
+    /// Member name, or its `--raft-peers` address.
+    pub name: String,
+}
+
+async fn remove(State(agent): State<Arc<Agent>>, Json(req): Json<RemoveRequest>) -> Response {
+    if !agent.is_leader() {
+        return forward(&agent, "/raft/remove", &serde_json::json!(req)).await;
+    }
+    match agent.remove_member(&req.name).await {
+        Ok(id) => {
+            Json(serde_json::json!({ "removed": req.name, "id": id.to_string() })).into_response()
+        }
+        Err(e) => operator_error(e),
+    }
+}
+
+/// One committed master change, as `/history` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub epoch: u64,
+    pub at: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: String,
+    pub candidates: Vec<CandidateOffset>,
+}
+
+async fn history(State(agent): State<Arc<Agent>>) -> Json<Vec<HistoryEntry>> {
+    let state = agent.cluster_state();
+    Json(
+        state
+            .history
+            .iter()
+            .map(|c| HistoryEntry {
+                epoch: c.epoch,
+                at: rfc3339(
+                    SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(c.at_unix_ms),
+                ),
+                from: c.from.map(|id| state.member_name(id).to_string()),
+                to: state.member_name(c.to).to_string(),
+                reason: c.reason.clone(),
+                candidates: c.candidates.clone(),
+            })
+            .collect(),
+    )
 }

@@ -52,6 +52,8 @@ pub fn set_master(node: NodeId, epoch: u64) -> Command {
         epoch,
         run_id: format!("run-{epoch}"),
         reason: "test".to_string(),
+        at_unix_ms: 0,
+        candidates: Vec::new(),
     }
 }
 

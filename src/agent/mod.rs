@@ -8,7 +8,11 @@
 //! - **reconcile** (data agents, each probe and each committed change): run
 //!   [`plan_local`] and apply it to the local Redis.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+mod operator;
+
+pub use operator::{OperatorError, SwitchoverDone};
+
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,7 +29,7 @@ use crate::decide::local::{LocalAction, LocalView, plan_local};
 use crate::decide::{Policy, ReceivedReport, Reports, decide};
 use crate::model::{
     ClusterState, CommandResponse, DownKind, Member, MemberKind, Millis, NodeId, NodeReport,
-    RedisHealth, ReportAck,
+    RedisHealth, RedisRole, ReportAck,
 };
 use crate::redis::RedisNode;
 use crate::redis::client::RedisClient;
@@ -57,6 +61,8 @@ struct CoordinatorView {
     /// (term, leader_since) of the current leadership.
     leadership: Option<(u64, Millis)>,
     reports: BTreeMap<NodeId, ReceivedReport>,
+    /// (switchover epoch, when this coordinator first saw it committed)
+    switchover_seen: Option<(u64, Millis)>,
     last_reason: String,
     last_reason_logged: Option<Millis>,
 }
@@ -74,6 +80,10 @@ struct LocalState {
     last_plan_reason: String,
     /// The master's replication offset as last told by the coordinator.
     master_offset: Option<u64>,
+    /// Epoch of the switchover for which this agent already ran `FAILOVER`.
+    failover_attempted_for: Option<u64>,
+    /// Up/down and role of the last report sent, to report a change at once.
+    last_reported: Option<(bool, Option<RedisRole>)>,
 }
 
 pub struct Agent {
@@ -89,6 +99,15 @@ pub struct Agent {
     local: Mutex<LocalState>,
     decide_now: Notify,
     report_rejected_by: Mutex<HashSet<String>>,
+}
+
+/// Probe and report period while this node hands over or takes over the master role.
+const SWITCHOVER_PROBE_INTERVAL: Duration = Duration::from_millis(20);
+
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -168,6 +187,8 @@ impl Agent {
                 fenced: true,
                 last_plan_reason: String::new(),
                 master_offset: None,
+                failover_attempted_for: None,
+                last_reported: None,
             }),
             decide_now: Notify::new(),
             report_rejected_by: Mutex::new(HashSet::new()),
@@ -225,6 +246,7 @@ impl Agent {
             redis_down_after: millis(self.settings.redis_down_after),
             down_after: millis(self.settings.down_after),
             max_lag_bytes: self.settings.max_lag_on_failover,
+            switchover_timeout: millis(self.settings.switchover_timeout),
         }
     }
 
@@ -309,11 +331,12 @@ impl Agent {
         }
     }
 
-    async fn decide_once(&self) {
+    /// The coordinator's view for one decision, or `None` when this node is not leader.
+    /// Starting or losing leadership resets what was heard before.
+    fn coordinator_snapshot(&self, now: Millis) -> Option<(Reports, ClusterState)> {
         let metrics = self.raft.metrics().borrow().clone();
-        let now = self.now();
+        let mut view = lock(&self.coordinator);
         if metrics.state != ServerState::Leader {
-            let mut view = lock(&self.coordinator);
             if view.leadership.take().is_some() {
                 info!(
                     term = metrics.current_term,
@@ -321,30 +344,39 @@ impl Agent {
                 );
                 view.reports.clear();
             }
-            return;
+            return None;
         }
-        let (reports, state) = {
-            let mut view = lock(&self.coordinator);
-            let leader_since = match view.leadership {
-                Some((term, since)) if term == metrics.current_term => since,
-                _ => {
-                    info!(
-                        term = metrics.current_term,
-                        "raft leader: coordinating failovers from now"
-                    );
-                    view.leadership = Some((metrics.current_term, now));
-                    view.reports.clear();
-                    now
-                }
-            };
-            let voters: BTreeSet<NodeId> =
-                metrics.membership_config.membership().voter_ids().collect();
-            let reports = Reports {
-                leader_since,
-                voters,
-                latest: view.reports.clone(),
-            };
-            (reports, self.cluster_state())
+        let leader_since = match view.leadership {
+            Some((term, since)) if term == metrics.current_term => since,
+            _ => {
+                info!(
+                    term = metrics.current_term,
+                    "raft leader: coordinating failovers from now"
+                );
+                view.leadership = Some((metrics.current_term, now));
+                view.reports.clear();
+                now
+            }
+        };
+        let state = self.cluster_state();
+        view.switchover_seen = match (&state.switchover, view.switchover_seen) {
+            (Some(sw), Some((epoch, since))) if epoch == sw.epoch => Some((epoch, since)),
+            (Some(sw), _) => Some((sw.epoch, now)),
+            (None, _) => None,
+        };
+        let reports = Reports {
+            leader_since,
+            voters: metrics.membership_config.membership().voter_ids().collect(),
+            latest: view.reports.clone(),
+            switchover_since: view.switchover_seen.map(|(_, since)| since),
+        };
+        Some((reports, state))
+    }
+
+    async fn decide_once(&self) {
+        let now = self.now();
+        let Some((reports, state)) = self.coordinator_snapshot(now) else {
+            return;
         };
         let decision = decide(&state, &reports, &self.policy(), now);
         if decision.commands.is_empty() {
@@ -361,6 +393,7 @@ impl Agent {
         }
         info!(reason = %decision.reason, "coordinator decided");
         for command in decision.commands {
+            let command = command.stamped(unix_millis());
             match self.raft.client_write(command.clone()).await {
                 Ok(resp) => match resp.data {
                     CommandResponse::Applied => {
@@ -379,6 +412,15 @@ impl Agent {
         }
     }
 
+    /// Whether a switchover involving this node is in progress: then probe and report
+    /// fast, because clients' writes wait for the hand-over to be committed.
+    fn in_switchover(&self) -> bool {
+        let me = self.settings.me.id;
+        self.cluster_state()
+            .switchover
+            .is_some_and(|sw| sw.from == me || sw.to == me)
+    }
+
     async fn report_loop(self: Arc<Self>) {
         let interval = if self.redis.is_some() {
             self.settings.probe_interval
@@ -386,29 +428,43 @@ impl Agent {
             // A witness only reports to register and be seen; it has no Redis to watch.
             self.settings.probe_interval.max(Duration::from_secs(1))
         };
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut committed = self.state_machine.subscribe();
+        let mut next_report = tokio::time::Instant::now();
         loop {
-            let report_due = tokio::select! {
-                _ = tick.tick() => true,
+            let period = if self.in_switchover() {
+                SWITCHOVER_PROBE_INTERVAL
+            } else {
+                interval
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
                 changed = committed.changed() => {
                     if changed.is_err() {
                         return;
                     }
-                    false
                 }
-            };
+            }
             if let Some(redis) = &self.redis {
                 self.probe(redis).await;
             }
-            if report_due {
+            // Report every period, and at once when our Redis changed role or went up/down.
+            if tokio::time::Instant::now() >= next_report || self.observation_changed() {
+                next_report = tokio::time::Instant::now() + period;
                 self.report().await;
             }
             if let Some(redis) = &self.redis {
                 self.reconcile(redis).await;
             }
         }
+    }
+
+    fn observation_changed(&self) -> bool {
+        let local = lock(&self.local);
+        let seen = (
+            local.health.status().is_some(),
+            local.health.status().map(|s| s.role),
+        );
+        local.last_reported.is_some_and(|last| last != seen)
     }
 
     async fn probe(&self, redis: &RedisClient) {
@@ -438,7 +494,11 @@ impl Agent {
     }
 
     fn build_report(&self) -> NodeReport {
-        let local = lock(&self.local);
+        let mut local = lock(&self.local);
+        local.last_reported = Some((
+            local.health.status().is_some(),
+            local.health.status().map(|s| s.role),
+        ));
         NodeReport {
             node: self.settings.me.id,
             member: self.member(),
@@ -522,9 +582,14 @@ impl Agent {
     async fn reconcile(&self, redis: &RedisClient) {
         let state = self.cluster_state();
         let now = self.now();
-        let (health, contact_at, fenced) = {
+        let (health, contact_at, fenced, attempted_for) = {
             let local = lock(&self.local);
-            (local.health.clone(), local.contact_at, local.fenced)
+            (
+                local.health.clone(),
+                local.contact_at,
+                local.fenced,
+                local.failover_attempted_for,
+            )
         };
         let view = LocalView {
             self_id: self.settings.me.id,
@@ -533,6 +598,10 @@ impl Agent {
             contact_age: contact_at.map(|c| now.since(c)),
             fenced,
             lease: millis(self.settings.lease),
+            switchover_attempted: state
+                .switchover
+                .as_ref()
+                .is_some_and(|sw| Some(sw.epoch) == attempted_for),
         };
         let plan = plan_local(&view);
         {
@@ -554,6 +623,11 @@ impl Agent {
                 }
                 LocalAction::PauseWrites => redis.pause_writes(self.fence_pause()).await,
                 LocalAction::Unpause => redis.unpause().await,
+                LocalAction::FailoverTo { host, port } => {
+                    lock(&self.local).failover_attempted_for =
+                        state.switchover.as_ref().map(|sw| sw.epoch);
+                    self.hand_over(redis, host, *port).await
+                }
             };
             match result {
                 Ok(()) => {
@@ -577,6 +651,9 @@ impl Agent {
                             }
                             local.fenced = false;
                         }
+                        LocalAction::FailoverTo { host, port } => {
+                            info!(epoch = state.epoch, %host, port, "switchover: redis FAILOVER started")
+                        }
                     }
                 }
                 Err(e) => {
@@ -585,6 +662,28 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Run Redis `FAILOVER TO` the target. Redis matches the target against the replica
+    /// addresses it sees, which are IPs, so a DNS name is resolved first.
+    async fn hand_over(
+        &self,
+        redis: &RedisClient,
+        host: &str,
+        port: u16,
+    ) -> Result<(), crate::redis::RedisError> {
+        let ip = match tokio::net::lookup_host((host, port)).await {
+            Ok(mut addrs) => addrs
+                .next()
+                .map_or_else(|| host.to_string(), |a| a.ip().to_string()),
+            Err(e) => {
+                warn!(%host, error = %e, "cannot resolve the switchover target; trying the name as given");
+                host.to_string()
+            }
+        };
+        redis
+            .failover_to(&ip, port, self.settings.switchover_timeout)
+            .await
     }
 
     /// A consistent copy of what this agent knows about itself, for the API.
@@ -613,6 +712,24 @@ impl Agent {
 
     pub fn has_redis(&self) -> bool {
         self.redis.is_some()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// API address of the current coordinator, from its committed registration.
+    pub fn leader_api_addr(&self) -> Option<String> {
+        let leader = self.raft.metrics().borrow().current_leader?;
+        self.cluster_state()
+            .members
+            .get(&leader)
+            .map(|m| m.api_addr.clone())
+    }
+
+    /// A client for other agents' APIs, signing with our shared secret.
+    pub fn api_client(&self) -> crate::client::ApiClient {
+        crate::client::ApiClient::with_client(self.http.clone(), self.settings.secret.as_deref())
     }
 
     /// Watch committed state changes.
