@@ -432,12 +432,11 @@ async fn forward(agent: &Agent, path: &str, body: &serde_json::Value) -> Respons
 }
 
 /// Parse an optional JSON body; an empty body means defaults.
-fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, Response> {
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")).into_response())
+    serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -449,7 +448,7 @@ pub struct SwitchoverRequest {
 async fn switchover(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
     let req: SwitchoverRequest = match optional_json(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
     if !agent.is_leader() {
         return forward(&agent, "/switchover", &serde_json::json!(req)).await;
