@@ -381,6 +381,10 @@ pub struct NodeReport {
     pub redis: Option<RedisHealth>,
     /// Whether this agent currently holds its Redis paused because it lost contact.
     pub fenced: bool,
+    /// The master's agent paused its Redis's writes for the switchover in progress, and
+    /// `redis` was probed after that: its offset is final.
+    #[serde(default)]
+    pub handover_paused: bool,
 }
 
 /// The coordinator's answer to a report: the contact that renews the sender's lease.

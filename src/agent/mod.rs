@@ -80,8 +80,8 @@ struct LocalState {
     last_plan_reason: String,
     /// The master's replication offset as last told by the coordinator.
     master_offset: Option<u64>,
-    /// Epoch of the switchover for which this agent already ran `FAILOVER`.
-    failover_attempted_for: Option<u64>,
+    /// Epoch of the switchover for which this agent paused its master's writes.
+    handover_paused_for: Option<u64>,
     /// Up/down and role of the last report sent, to report a change at once.
     last_reported: Option<(bool, Option<RedisRole>)>,
 }
@@ -187,7 +187,7 @@ impl Agent {
                 fenced: true,
                 last_plan_reason: String::new(),
                 master_offset: None,
-                failover_attempted_for: None,
+                handover_paused_for: None,
                 last_reported: None,
             }),
             decide_now: Notify::new(),
@@ -494,7 +494,11 @@ impl Agent {
     }
 
     fn build_report(&self) -> NodeReport {
+        let state = self.cluster_state();
         let mut local = lock(&self.local);
+        let handover_paused = state.switchover.is_some_and(|sw| {
+            sw.from == self.settings.me.id && local.handover_paused_for == Some(sw.epoch)
+        });
         local.last_reported = Some((
             local.health.status().is_some(),
             local.health.status().map(|s| s.role),
@@ -504,6 +508,7 @@ impl Agent {
             member: self.member(),
             redis: self.redis.is_some().then(|| local.health.clone()),
             fenced: local.fenced,
+            handover_paused,
         }
     }
 
@@ -582,14 +587,9 @@ impl Agent {
     async fn reconcile(&self, redis: &RedisClient) {
         let state = self.cluster_state();
         let now = self.now();
-        let (health, contact_at, fenced, attempted_for) = {
+        let (health, contact_at, fenced) = {
             let local = lock(&self.local);
-            (
-                local.health.clone(),
-                local.contact_at,
-                local.fenced,
-                local.failover_attempted_for,
-            )
+            (local.health.clone(), local.contact_at, local.fenced)
         };
         let view = LocalView {
             self_id: self.settings.me.id,
@@ -598,10 +598,6 @@ impl Agent {
             contact_age: contact_at.map(|c| now.since(c)),
             fenced,
             lease: millis(self.settings.lease),
-            switchover_attempted: state
-                .switchover
-                .as_ref()
-                .is_some_and(|sw| Some(sw.epoch) == attempted_for),
         };
         let plan = plan_local(&view);
         {
@@ -623,11 +619,6 @@ impl Agent {
                 }
                 LocalAction::PauseWrites => redis.pause_writes(self.fence_pause()).await,
                 LocalAction::Unpause => redis.unpause().await,
-                LocalAction::FailoverTo { host, port } => {
-                    lock(&self.local).failover_attempted_for =
-                        state.switchover.as_ref().map(|sw| sw.epoch);
-                    self.hand_over(redis, host, *port).await
-                }
             };
             match result {
                 Ok(()) => {
@@ -640,6 +631,13 @@ impl Agent {
                             info!(epoch = state.epoch, master = %state.master_member().map_or("?", |m| m.name.as_str()), %host, port, "local redis now replicates from the master")
                         }
                         LocalAction::PauseWrites => {
+                            // During a switchover, a pause of the master's writes makes the
+                            // offset we report next final: the coordinator may then commit.
+                            local.handover_paused_for = state
+                                .switchover
+                                .as_ref()
+                                .filter(|sw| sw.from == self.settings.me.id)
+                                .map(|sw| sw.epoch);
                             if !local.fenced {
                                 warn!(reason = %plan.reason, "fenced: local redis writes paused");
                             }
@@ -651,9 +649,6 @@ impl Agent {
                             }
                             local.fenced = false;
                         }
-                        LocalAction::FailoverTo { host, port } => {
-                            info!(epoch = state.epoch, %host, port, "switchover: redis FAILOVER started")
-                        }
                     }
                 }
                 Err(e) => {
@@ -662,28 +657,6 @@ impl Agent {
                 }
             }
         }
-    }
-
-    /// Run Redis `FAILOVER TO` the target. Redis matches the target against the replica
-    /// addresses it sees, which are IPs, so a DNS name is resolved first.
-    async fn hand_over(
-        &self,
-        redis: &RedisClient,
-        host: &str,
-        port: u16,
-    ) -> Result<(), crate::redis::RedisError> {
-        let ip = match tokio::net::lookup_host((host, port)).await {
-            Ok(mut addrs) => addrs
-                .next()
-                .map_or_else(|| host.to_string(), |a| a.ip().to_string()),
-            Err(e) => {
-                warn!(%host, error = %e, "cannot resolve the switchover target; trying the name as given");
-                host.to_string()
-            }
-        };
-        redis
-            .failover_to(&ip, port, self.settings.switchover_timeout)
-            .await
     }
 
     /// A consistent copy of what this agent knows about itself, for the API.

@@ -14,8 +14,6 @@ pub enum LocalAction {
     PauseWrites,
     /// `CLIENT UNPAUSE`
     Unpause,
-    /// `FAILOVER TO host port TIMEOUT ms`: hand the master role over for a planned switchover.
-    FailoverTo { host: String, port: u16 },
 }
 
 #[derive(Clone, Debug)]
@@ -28,8 +26,6 @@ pub struct LocalView<'a> {
     /// Whether this agent may have left its Redis paused.
     pub fenced: bool,
     pub lease: Millis,
-    /// Whether this agent already ran `FAILOVER` for the switchover in progress.
-    pub switchover_attempted: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,7 +106,8 @@ fn plan_paused(view: &LocalView<'_>, status: &RedisStatus) -> LocalPlan {
     LocalPlan::new(Vec::new(), "paused for maintenance: only reporting")
 }
 
-/// During a switchover the two nodes involved leave their roles to Redis `FAILOVER`;
+/// During a switchover the master pauses its writes (renewed every cycle) so its offset
+/// is final, and the target stays the replica it is until the coordinator commits it;
 /// everyone else reconciles as usual (`None`).
 fn plan_switchover_role(
     view: &LocalView<'_>,
@@ -122,47 +119,16 @@ fn plan_switchover_role(
         let from = view.state.member_name(sw.from);
         return Some(LocalPlan::new(
             Vec::new(),
-            format!("switchover: taking over from {from}"),
+            format!("switchover: catching up with {from} to take over"),
         ));
     }
-    if sw.from != view.self_id {
+    if sw.from != view.self_id || status.role != RedisRole::Master {
         return None;
     }
-    if status.role == RedisRole::Replica {
-        return Some(LocalPlan::new(
-            Vec::new(),
-            format!("switchover: handed over to {target}; waiting for the commit"),
-        ));
-    }
-    if view.fenced {
-        return Some(LocalPlan::new(
-            vec![LocalAction::Unpause],
-            "switchover: lifting the fence before handing over",
-        ));
-    }
-    if view.switchover_attempted {
-        return Some(LocalPlan::new(
-            Vec::new(),
-            format!(
-                "switchover: FAILOVER to {target} issued; waiting for redis or the coordinator"
-            ),
-        ));
-    }
-    let addr = view
-        .state
-        .members
-        .get(&sw.to)
-        .and_then(|m| m.redis_addr.as_deref());
-    Some(match addr.and_then(RedisAddr::parse) {
-        Some(RedisAddr { host, port }) => LocalPlan::new(
-            vec![LocalAction::FailoverTo { host, port }],
-            format!("switchover: handing the master role to {target}"),
-        ),
-        None => LocalPlan::new(
-            Vec::new(),
-            format!("switchover: {target} has no valid redis address"),
-        ),
-    })
+    Some(LocalPlan::new(
+        vec![LocalAction::PauseWrites],
+        format!("switchover: writes paused while {target} catches up"),
+    ))
 }
 
 /// Append `Unpause` when a fence may still hold: always last, after any role change.
@@ -338,7 +304,6 @@ mod tests {
             contact_age: contact_age.map(Millis),
             fenced,
             lease: Millis(LEASE),
-            switchover_attempted: false,
         })
     }
 
@@ -656,68 +621,33 @@ mod tests {
         state
     }
 
-    fn plan_attempted(
-        state: &ClusterState,
-        redis: &RedisHealth,
-        fenced: bool,
-        attempted: bool,
-    ) -> LocalPlan {
-        plan_local(&LocalView {
-            self_id: A,
-            state,
-            redis,
-            contact_age: CONTACT.map(Millis),
-            fenced,
-            lease: Millis(LEASE),
-            switchover_attempted: attempted,
-        })
-    }
-
     #[test]
-    fn switchover_roles_are_left_to_redis_failover() {
+    fn switchover_pauses_the_master_and_leaves_the_target_alone() {
         let handing = switching(A, B);
-        let failover = LocalAction::FailoverTo {
-            host: "b.example".into(),
-            port: 6380,
-        };
-        let got = plan_attempted(&handing, &as_master("run-a"), false, false);
-        assert_eq!(got.actions, vec![failover], "the master hands over once");
-        let got = plan_attempted(&handing, &as_master("run-a"), false, true);
-        assert!(got.actions.is_empty(), "never twice: {got:?}");
-        let got = plan_attempted(
-            &handing,
-            &as_replica_of("run-a", Some(B_ADDR), true),
-            false,
-            true,
-        );
-        assert!(
-            got.actions.is_empty(),
-            "handed over: wait for the commit, do not re-promote: {got:?}"
-        );
-        let got = plan_attempted(&handing, &as_master("run-a"), true, false);
-        assert_eq!(
-            got.actions,
-            vec![Unpause],
-            "a fence is lifted before handing over"
-        );
-
-        let taking = switching(B, A);
-        let got = plan_attempted(&taking, &as_master("run-a"), false, false);
-        assert!(
-            got.actions.is_empty(),
-            "the target keeps the role FAILOVER gave it: {got:?}"
-        );
-        let got = plan_attempted(
-            &taking,
-            &as_replica_of("run-a", Some(B_ADDR), true),
-            false,
-            false,
-        );
-        assert!(got.actions.is_empty(), "{got:?}");
-
-        // Fencing still wins while isolated.
+        for fenced in [false, true] {
+            let got = plan(&handing, &as_master("run-a"), CONTACT, fenced);
+            assert_eq!(
+                got.actions,
+                vec![PauseWrites],
+                "renewed every cycle: {got:?}"
+            );
+            assert_eq!(got.reason, "switchover: writes paused while b catches up");
+        }
         let isolated = plan(&handing, &as_master("run-a"), Some(LEASE + 1), false);
         assert_eq!(isolated.actions, vec![PauseWrites]);
+
+        let taking = switching(B, A);
+        let got = plan(
+            &taking,
+            &as_replica_of("run-a", Some(B_ADDR), true),
+            CONTACT,
+            false,
+        );
+        assert!(
+            got.actions.is_empty(),
+            "the target waits for the commit: {got:?}"
+        );
+        assert_eq!(got.reason, "switchover: catching up with b to take over");
     }
 
     #[test]

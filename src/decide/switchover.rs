@@ -1,6 +1,13 @@
 //! Planned switchover: which requests are accepted, and how the coordinator sees one
-//! through (commit the target once Redis `FAILOVER` made it master, or abandon it when
-//! Redis gave up and the old master still holds the role).
+//! through. The master's agent pauses writes and reports its final offset; once the
+//! target reports it has every byte (a live link, offset at least that), the target is
+//! committed and the usual reconcile promotes it and demotes the old master before
+//! unpausing, so no acknowledged write is lost. Redis never swaps roles on its own, so
+//! abandoning a switchover that does not complete in time is always safe.
+//!
+//! Redis `FAILOVER` would do the same hand-over, but it waits for the replica's
+//! once-per-second offset acknowledgement (Redis sends no GETACK while clients are
+//! paused), which adds half a second of write pause on average.
 
 use super::addr::same_redis_addr;
 use super::candidate::{Candidate, Field, failover_order};
@@ -128,7 +135,7 @@ pub fn plan_switchover(
 }
 
 /// The committed master is healthy and a switchover is in progress: commit the target
-/// once it is master, abandon when Redis gave up, otherwise wait.
+/// once it holds every byte of the paused master, abandon after the timeout, else wait.
 pub(super) fn progress(
     state: &ClusterState,
     reports: &Reports,
@@ -140,39 +147,9 @@ pub(super) fn progress(
     let elapsed = reports
         .switchover_since
         .map_or(Millis(0), |since| now.since(since));
-    let target = fresh_status(reports, policy, now, sw.to);
-    if let Some(status) = target.filter(|s| s.role == RedisRole::Master) {
-        let epoch = state.epoch + 1;
+    if elapsed >= policy.switchover_timeout {
         let reason = format!(
-            "switchover from {from} to {to} handed over after {} ms: committing {to} (offset {}) at epoch {epoch}",
-            elapsed.0, status.repl_offset
-        );
-        let field = Field::assess(state, reports, policy, now, Some(sw.from));
-        let command = Command::SetMaster {
-            node: sw.to,
-            epoch,
-            run_id: status.run_id.clone(),
-            reason: reason.clone(),
-            at_unix_ms: 0,
-            candidates: candidate_offsets(&field),
-        };
-        return Outcome::commit(command, reason, reports.switchover_since);
-    }
-    // Redis aborts FAILOVER after its TIMEOUT and the old master keeps the role; give it
-    // one --down-after more so we never abandon a hand-over that is about to land.
-    let deadline = Millis(policy.switchover_timeout.0 + policy.down_after.0);
-    if elapsed < deadline {
-        return Outcome::wait(format!(
-            "switchover from {from} to {to} in progress for {} ms",
-            elapsed.0
-        ));
-    }
-    let old_still_master =
-        fresh_status(reports, policy, now, sw.from).is_some_and(|s| s.role == RedisRole::Master);
-    let target_not_master = target.is_none_or(|s| s.role == RedisRole::Replica);
-    if old_still_master && target_not_master {
-        let reason = format!(
-            "switchover to {to} timed out after {} ms; {from} stays master",
+            "switchover to {to} did not complete in {} ms; {from} stays master",
             elapsed.0
         );
         return Outcome::commit(
@@ -184,8 +161,44 @@ pub(super) fn progress(
             None,
         );
     }
-    Outcome::wait(format!(
-        "switchover from {from} to {to} unresolved after {} ms: waiting for both agents to report",
-        elapsed.0
-    ))
+    let paused_master = reports
+        .latest
+        .get(&sw.from)
+        .filter(|r| is_fresh(r, policy, now) && r.report.handover_paused)
+        .and_then(|r| r.report.redis.as_ref())
+        .and_then(|h| h.status())
+        .filter(|s| s.role == RedisRole::Master);
+    let Some(master_status) = paused_master else {
+        return Outcome::wait(format!(
+            "switchover from {from} to {to}: waiting for {from} to pause writes"
+        ));
+    };
+    let from_addr = state
+        .members
+        .get(&sw.from)
+        .and_then(|m| m.redis_addr.as_deref())
+        .unwrap_or_default();
+    let target =
+        fresh_status(reports, policy, now, sw.to).filter(|s| replicates_from(s, from_addr));
+    let Some(target_status) = target.filter(|s| s.repl_offset >= master_status.repl_offset) else {
+        return Outcome::wait(format!(
+            "switchover from {from} to {to}: {to} catching up to offset {} ({} ms)",
+            master_status.repl_offset, elapsed.0
+        ));
+    };
+    let epoch = state.epoch + 1;
+    let reason = format!(
+        "switchover from {from} to {to}: {to} has all {} bytes after {} ms; committing it at epoch {epoch}",
+        master_status.repl_offset, elapsed.0
+    );
+    let field = Field::assess(state, reports, policy, now, Some(sw.from));
+    let command = Command::SetMaster {
+        node: sw.to,
+        epoch,
+        run_id: target_status.run_id.clone(),
+        reason: reason.clone(),
+        at_unix_ms: 0,
+        candidates: candidate_offsets(&field),
+    };
+    Outcome::commit(command, reason, reports.switchover_since)
 }

@@ -208,18 +208,6 @@ impl RedisNode for RedisClient {
         cmd.arg("UNPAUSE");
         self.run("CLIENT UNPAUSE", &cmd).await
     }
-
-    async fn failover_to(
-        &self,
-        host: &str,
-        port: u16,
-        timeout: Duration,
-    ) -> Result<(), RedisError> {
-        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let mut cmd = redis::cmd("FAILOVER");
-        cmd.arg("TO").arg(host).arg(port).arg("TIMEOUT").arg(ms);
-        self.run("FAILOVER", &cmd).await
-    }
 }
 
 /// A failure to get an answer at all: refused when nothing listens,

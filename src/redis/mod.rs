@@ -49,14 +49,6 @@ pub trait RedisNode: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), RedisError>> + Send;
     /// `CLIENT UNPAUSE`.
     fn unpause(&self) -> impl Future<Output = Result<(), RedisError>> + Send;
-    /// `FAILOVER TO host port TIMEOUT ms`: Redis pauses writes, waits until the replica has
-    /// every byte, then swaps roles. It answers at once; the swap completes asynchronously.
-    fn failover_to(
-        &self,
-        host: &str,
-        port: u16,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<(), RedisError>> + Send;
 }
 
 /// How to reach the local Redis.
