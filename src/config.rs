@@ -33,6 +33,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a local three-site cluster (two Redis data nodes and a witness) on 127.0.0.1 and watch it fail over.
     Demo(crate::demo::DemoArgs),
+    #[command(flatten)]
+    Ctl(crate::cli::CtlCommand),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

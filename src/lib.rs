@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod consensus;

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Demo(args)) => runtime.block_on(redis_orchestrator::demo::run(args)),
+        Some(Command::Ctl(command)) => runtime.block_on(redis_orchestrator::cli::run(command)),
         None => runtime.block_on(run_agent(cli.agent)),
     }
 }
