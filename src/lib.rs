@@ -21,5 +21,6 @@ pub mod decide;
 pub mod demo;
 pub mod duration;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod redis;

@@ -45,6 +45,23 @@ async fn write_keys(port: u16, prefix: &str, count: usize) {
     }
 }
 
+/// Sum of one metric line's value over every agent's `/metrics` (public endpoint).
+async fn metric_sum(c: &Cluster, line_prefix: &str) -> f64 {
+    let mut sum = 0.0;
+    for n in &c.nodes {
+        let Ok(resp) = reqwest::get(format!("http://{}/metrics", n.api_addr())).await else {
+            continue;
+        };
+        let text = resp.text().await.unwrap_or_default();
+        sum += text
+            .lines()
+            .filter_map(|l| l.strip_prefix(line_prefix))
+            .filter_map(|v| v.trim().parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    sum
+}
+
 async fn count_keys(port: u16, prefix: &str) -> usize {
     let Ok(mut c) = redis_conn(port).await else {
         return 0;
@@ -176,6 +193,20 @@ fn sigkill_of_master_redis_promotes_the_replica_and_keeps_replicated_writes() {
             count_keys(r_port, "before").await,
             500,
             "writes that reached the replica survive"
+        );
+        assert_eq!(
+            metric_sum(&c, "redis_orchestrator_failovers_total{kind=\"failover\"} ").await,
+            1.0
+        );
+        assert_eq!(
+            metric_sum(&c, "redis_orchestrator_is_master ").await,
+            1.0,
+            "one writable master"
+        );
+        let took = metric_sum(&c, "redis_orchestrator_last_failover_duration_seconds ").await;
+        assert!(
+            took > 0.0 && took < 5.0,
+            "failover duration recorded: {took}"
         );
 
         c.nodes[m].redis_mut().restart();
@@ -436,6 +467,14 @@ fn unauthenticated_requests_get_401_and_change_nothing() {
                 .status(),
             200
         );
+        for reason in ["missing", "bad_signature", "stale", "replayed"] {
+            let n = metric_sum(
+                &c,
+                &format!("redis_orchestrator_auth_failures_total{{reason=\"{reason}\"}} "),
+            )
+            .await;
+            assert!(n >= 1.0, "auth failures counted by reason {reason}: {n}");
+        }
     });
 }
 

@@ -28,8 +28,8 @@ use crate::consensus::{Raft, open_storage};
 use crate::decide::local::{LocalAction, LocalView, plan_local};
 use crate::decide::{Policy, ReceivedReport, Reports, decide};
 use crate::model::{
-    ClusterState, CommandResponse, DownKind, Member, MemberKind, Millis, NodeId, NodeReport,
-    RedisHealth, RedisRole, ReportAck,
+    ClusterState, Command, CommandResponse, DownKind, Member, MemberKind, Millis, NodeId,
+    NodeReport, RedisHealth, RedisRole, ReportAck,
 };
 use crate::redis::RedisNode;
 use crate::redis::client::RedisClient;
@@ -99,6 +99,7 @@ pub struct Agent {
     local: Mutex<LocalState>,
     decide_now: Notify,
     report_rejected_by: Mutex<HashSet<String>>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Probe and report period while this node hands over or takes over the master role.
@@ -192,6 +193,7 @@ impl Agent {
             }),
             decide_now: Notify::new(),
             report_rejected_by: Mutex::new(HashSet::new()),
+            metrics: crate::metrics::Metrics::new(),
         });
 
         crate::http::spawn_servers(agent.clone(), raft_listener, api_listener);
@@ -302,6 +304,12 @@ impl Agent {
             .and_then(|h| h.status())
             .map(|s| s.repl_offset);
         if quorum_ack_age_ms.is_some() {
+            self.metrics
+                .reports_received
+                .get_or_create(&crate::metrics::PeerLabel {
+                    peer: report.member.name.clone(),
+                })
+                .inc();
             view.reports.insert(
                 report.node,
                 ReceivedReport {
@@ -397,7 +405,18 @@ impl Agent {
             match self.raft.client_write(command.clone()).await {
                 Ok(resp) => match resp.data {
                     CommandResponse::Applied => {
-                        info!(?command, log_index = resp.log_id.index, "committed")
+                        info!(?command, log_index = resp.log_id.index, "committed");
+                        if let Command::SetMaster { .. } = command {
+                            let kind = match (&state.master, &state.switchover) {
+                                (None, _) => "election",
+                                (_, Some(_)) => "switchover",
+                                _ => "failover",
+                            };
+                            let seconds = decision
+                                .failing_since
+                                .map(|since| self.now().since(since).0 as f64 / 1000.0);
+                            self.metrics.count_failover(kind, seconds);
+                        }
                     }
                     CommandResponse::Rejected(why) => {
                         warn!(?command, %why, "state machine rejected command");
@@ -541,7 +560,15 @@ impl Agent {
                 }
                 local.master_offset = ack.master_offset;
             }
-            Err(e) => debug!(error = %e, "report not acknowledged"),
+            Err(e) => {
+                self.metrics
+                    .reports_failed
+                    .get_or_create(&crate::metrics::PeerLabel {
+                        peer: leader.to_string(),
+                    })
+                    .inc();
+                debug!(error = %e, "report not acknowledged");
+            }
         }
     }
 

@@ -39,6 +39,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/ready", get(ready))
         .route("/master", get(master))
         .route("/replica", get(replica))
+        .route("/metrics", get(metrics))
         .merge(signed)
         .with_state(agent)
 }
@@ -525,4 +526,29 @@ async fn history(State(agent): State<Arc<Agent>>) -> Json<Vec<HistoryEntry>> {
             })
             .collect(),
     )
+}
+
+async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
+    let v = state_view(&agent);
+    let lag = match (
+        v.role.as_str(),
+        agent.local_snapshot().master_offset,
+        v.repl_offset,
+    ) {
+        ("replica", Some(master), Some(own)) => Some(master.saturating_sub(own)),
+        _ => None,
+    };
+    let text = agent.metrics.render(&crate::metrics::Snapshot {
+        role: &v.role,
+        is_master: v.is_master,
+        redis_up: v.redis_run_id.is_some(),
+        epoch: v.epoch,
+        raft_term: v.raft_term,
+        raft_state: &v.raft_state,
+        fenced: v.fenced,
+        paused: v.paused,
+        repl_offset: v.repl_offset,
+        repl_lag: lag,
+    });
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }

@@ -76,6 +76,13 @@ pub async fn require_signature(
     };
     if let Err(e) = verifier.verify(&method, &path, headers.as_ref(), &bytes, auth::unix_now()) {
         warn!(%method, %path, reason = e.reason(), "rejected unauthenticated request");
+        agent
+            .metrics
+            .auth_failures
+            .get_or_create(&crate::metrics::ReasonLabel {
+                reason: e.reason().into(),
+            })
+            .inc();
         return (StatusCode::UNAUTHORIZED, format!("unauthorized: {e}")).into_response();
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
