@@ -22,3 +22,4 @@ pub mod duration;
 pub mod http;
 pub mod model;
 pub mod redis;
+pub mod sentinel;
