@@ -90,6 +90,7 @@ fn view(epoch: u64, master: u16, replicas: Vec<ReplicaView>) -> SentinelView {
         master: Some(endpoint("master", master)),
         replicas,
         quorum: 2,
+        stale: false,
     }
 }
 

@@ -446,7 +446,7 @@ fn sentinel(config: &SentinelConfig, view: &SentinelView, rest: &[Vec<u8>]) -> R
     match sub.as_slice() {
         b"get-master-addr-by-name" => match (named(args), &view.master) {
             (Err(e), _) => e,
-            (Ok(true), Some(m)) => Reply::Array(address(m)),
+            (Ok(true), Some(m)) if !view.stale => Reply::Array(address(m)),
             (Ok(_), _) => Reply::NullArray,
         },
         b"masters" if args.is_empty() => Reply::Array(
@@ -511,7 +511,15 @@ fn master_table(config: &SentinelConfig, view: &SentinelView, master: &Endpoint)
         ("name", config.master_name.clone()),
         ("ip", master.host.clone()),
         ("port", master.port.to_string()),
-        ("flags", "master".to_string()),
+        (
+            "flags",
+            if view.stale {
+                "master,s_down,o_down"
+            } else {
+                "master"
+            }
+            .to_string(),
+        ),
         ("role-reported", "master".to_string()),
         ("config-epoch", view.epoch.to_string()),
         ("num-slaves", view.replicas.len().to_string()),
@@ -619,6 +627,7 @@ mod tests {
                 },
             ],
             quorum: 2,
+            stale: false,
         }
     }
 
@@ -761,6 +770,22 @@ mod tests {
             sentinel_reply(&c, &none, "SENTINEL master mymaster"),
             Reply::error("ERR No such master with that name")
         );
+    }
+
+    #[test]
+    fn a_stale_view_sends_clients_to_another_endpoint() {
+        let c = config(None);
+        let stale = SentinelView {
+            stale: true,
+            ..view()
+        };
+        assert_eq!(
+            sentinel_reply(&c, &stale, "SENTINEL get-master-addr-by-name mymaster"),
+            Reply::NullArray
+        );
+        let master = table(&sentinel_reply(&c, &stale, "SENTINEL master mymaster"));
+        assert_eq!(field(&master, "flags"), "master,s_down,o_down");
+        assert_eq!(field(&master, "ip"), "10.0.0.1");
     }
 
     #[test]

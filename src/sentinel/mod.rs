@@ -59,6 +59,11 @@ pub struct SentinelView {
     pub replicas: Vec<ReplicaView>,
     /// Votes needed to commit a master change (`quorum`).
     pub quorum: u32,
+    /// This agent cannot vouch that its committed state is current (it lost contact
+    /// with a quorum). The master is then flagged `s_down,o_down` and
+    /// `get-master-addr-by-name` answers null, so clients ask another endpoint
+    /// instead of following a possibly deposed master.
+    pub stale: bool,
 }
 
 /// The view of the replicated state alone. Replica health is not part of it, so
@@ -86,6 +91,7 @@ pub fn view_from_state(state: &ClusterState) -> SentinelView {
         master,
         replicas,
         quorum,
+        stale: false,
     }
 }
 

@@ -81,7 +81,14 @@ pub async fn serve(
                 }
                 let new = view.borrow_and_update().clone();
                 if let Some(payload) = switch_master_payload(&config.master_name, &last, &new) {
-                    info!(%payload, epoch = new.epoch, "sentinel endpoint: publishing +switch-master");
+                    let name = |v: &SentinelView| v.master.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+                    info!(
+                        %payload,
+                        epoch = new.epoch,
+                        from = %name(&last),
+                        to = %name(&new),
+                        "sentinel endpoint: publishing +switch-master"
+                    );
                 }
                 last = new;
             }
