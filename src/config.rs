@@ -121,6 +121,12 @@ pub struct AgentArgs {
     /// Address the HTTP API listens on.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub api_bind: String,
+    /// Address of the Sentinel-compatible endpoint for stock Redis clients, e.g. 0.0.0.0:26379 (empty: off).
+    #[arg(long, default_value = "")]
+    pub sentinel_bind: String,
+    /// Master name the Sentinel endpoint answers to (what clients pass to master_for).
+    #[arg(long, default_value = "mymaster")]
+    pub sentinel_master_name: String,
     /// Site name shown in status and logs.
     #[arg(long, env = "SITE", default_value = "")]
     pub site: String,
@@ -257,6 +263,9 @@ pub struct Settings {
     pub raft_bind: SocketAddr,
     pub api_bind: SocketAddr,
     pub api_advertise: String,
+    /// Where the Sentinel-compatible endpoint listens; `None`: off.
+    pub sentinel_bind: Option<SocketAddr>,
+    pub sentinel_master_name: String,
     pub raft_data_dir: PathBuf,
     pub redis: Option<crate::redis::RedisConfig>,
     pub redis_announce: Option<String>,
@@ -451,6 +460,18 @@ impl AgentArgs {
         }
         let raft_bind = parse_bind("--raft-bind", &self.raft_bind)?;
         let api_bind = parse_bind("--api-bind", &self.api_bind)?;
+        let sentinel_bind = if self.sentinel_bind.is_empty() {
+            None
+        } else {
+            Some(parse_bind("--sentinel-bind", &self.sentinel_bind)?)
+        };
+        // The name is one word of the space-separated `+switch-master` message.
+        let master_name = &self.sentinel_master_name;
+        if master_name.is_empty() || !master_name.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(err(format!(
+                "bad --sentinel-master-name {master_name:?}: expected one word of printable ASCII"
+            )));
+        }
         let lookup = SelfLookup {
             advertise: &self.raft_advertise,
             pod_name: &self.pod_name,
@@ -510,6 +531,8 @@ impl AgentArgs {
             priority: self.priority,
             raft_bind,
             api_bind,
+            sentinel_bind,
+            sentinel_master_name: self.sentinel_master_name.clone(),
             raft_data_dir: self.raft_data_dir.clone(),
             redis,
             redis_announce,
@@ -683,6 +706,18 @@ mod tests {
             ),
             (vec![peers, me, "--api-bind=localhost"], "bad --api-bind"),
             (
+                vec![peers, me, "--sentinel-bind=26379"],
+                "bad --sentinel-bind",
+            ),
+            (
+                vec![peers, me, "--sentinel-master-name=my master"],
+                "bad --sentinel-master-name",
+            ),
+            (
+                vec![peers, me, "--sentinel-master-name="],
+                "bad --sentinel-master-name",
+            ),
+            (
                 vec!["--raft-peers=a:1,a:1", "--raft-advertise=a:1"],
                 "twice",
             ),
@@ -704,6 +739,27 @@ mod tests {
             let e = settings(&args).expect_err(&format!("{args:?} must fail"));
             assert!(e.0.contains(want), "{args:?}: got {e}");
         }
+    }
+
+    #[test]
+    fn sentinel_endpoint_is_off_by_default() {
+        let peers = "--raft-peers=10.0.0.1:7000,10.0.0.2:7000";
+        let me = "--raft-advertise=10.0.0.1:7000";
+        let s = settings(&[peers, me]).expect("defaults");
+        assert_eq!(s.sentinel_bind, None);
+        assert_eq!(s.sentinel_master_name, "mymaster");
+        let s = settings(&[
+            peers,
+            me,
+            "--sentinel-bind=0.0.0.0:26379",
+            "--sentinel-master-name=orders",
+        ])
+        .expect("sentinel flags");
+        assert_eq!(
+            s.sentinel_bind,
+            Some("0.0.0.0:26379".parse().expect("addr"))
+        );
+        assert_eq!(s.sentinel_master_name, "orders");
     }
 
     #[test]

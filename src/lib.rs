@@ -24,3 +24,4 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod redis;
+pub mod sentinel;
