@@ -550,3 +550,47 @@ fn bad_flags_exit_2_with_a_reason() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn sentinel_endpoint_names_the_committed_master_and_follows_a_failover() {
+    run_serial(async {
+        let mut c = Cluster::new();
+        let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+        for (node, port) in c.nodes.iter_mut().zip(&ports) {
+            node.extra_args
+                .push(format!("--sentinel-bind=127.0.0.1:{port}"));
+        }
+        c.start_all();
+        let m = c.wait_stable_master(SETTLE).await;
+        let ask = |port: u16| async move {
+            let mut conn = redis_conn(port).await.ok()?;
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg("mymaster")
+                .query_async::<Option<(String, u16)>>(&mut conn)
+                .await
+                .ok()
+                .flatten()
+        };
+        let master_port = c.nodes[m].redis().port();
+        for &port in &ports {
+            assert_eq!(
+                ask(port).await,
+                Some(("127.0.0.1".to_string(), master_port)),
+                "every site's endpoint"
+            );
+        }
+        c.nodes[m].redis_mut().kill();
+        let new_port = c.nodes[1 - m].redis().port();
+        let deadline = Instant::now() + SETTLE;
+        for &port in &ports {
+            while ask(port).await != Some(("127.0.0.1".to_string(), new_port)) {
+                assert!(
+                    Instant::now() < deadline,
+                    "endpoint on {port} never named the new master"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+}

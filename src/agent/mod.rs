@@ -125,6 +125,10 @@ impl Agent {
         let settings = Arc::new(settings);
         let raft_listener = bind("Raft/peer port", settings.raft_bind).await?;
         let api_listener = bind("API port", settings.api_bind).await?;
+        let sentinel_listener = match settings.sentinel_bind {
+            Some(addr) => Some(bind("Sentinel endpoint", addr).await?),
+            None => None,
+        };
 
         let (log_store, state_machine) = open_storage(&settings.raft_data_dir)
             .await
@@ -200,6 +204,20 @@ impl Agent {
         agent.bootstrap().await;
         tokio::spawn(agent.clone().report_loop());
         tokio::spawn(agent.clone().decide_loop());
+        if let Some(listener) = sentinel_listener {
+            let (view_tx, view_rx) = watch::channel(agent.sentinel_view());
+            let config = crate::sentinel::SentinelConfig {
+                master_name: agent.settings.sentinel_master_name.clone(),
+                password: agent
+                    .settings
+                    .redis
+                    .as_ref()
+                    .and_then(|r| r.password.clone()),
+            };
+            info!(addr = %agent.settings.sentinel_bind.map_or_else(String::new, |a| a.to_string()), "serving the Sentinel-compatible endpoint");
+            tokio::spawn(crate::sentinel::serve(listener, config, view_rx));
+            tokio::spawn(agent.clone().feed_sentinel(view_tx));
+        }
         Ok(agent)
     }
 
@@ -683,6 +701,41 @@ impl Agent {
                     break;
                 }
             }
+        }
+    }
+
+    /// What the Sentinel endpoint serves: the committed master, flagged stale while this
+    /// agent has no confirmed quorum contact (it may not know of a newer master).
+    fn sentinel_view(&self) -> crate::sentinel::SentinelView {
+        let mut view = crate::sentinel::view_from_state(&self.cluster_state());
+        let lease = millis(self.settings.lease);
+        view.stale = self
+            .local_snapshot()
+            .contact_age
+            .is_none_or(|age| age > lease);
+        view
+    }
+
+    async fn feed_sentinel(self: Arc<Self>, views: watch::Sender<crate::sentinel::SentinelView>) {
+        let mut committed = self.state_machine.subscribe();
+        let mut tick = tokio::time::interval(self.settings.probe_interval);
+        while !views.is_closed() {
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = committed.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+            let fresh = self.sentinel_view();
+            views.send_if_modified(|current| {
+                let changed = *current != fresh;
+                if changed {
+                    *current = fresh;
+                }
+                changed
+            });
         }
     }
 
