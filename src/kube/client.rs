@@ -294,7 +294,7 @@ impl KubeAdapter {
                 api.get_opt(service),
             )
             .await?;
-        let Some(mut slice) = existing else {
+        let Some(slice) = existing else {
             let slice = master_slice(
                 ObjectMeta {
                     name: Some(service.to_string()),
@@ -327,10 +327,9 @@ impl KubeAdapter {
         if desired == slice {
             return Ok(SliceSeen::PointsAt(want.clone()));
         }
-        slice = desired;
         self.call(
             || format!("replace endpointslice {ns}/{service}"),
-            api.replace(service, &params, &slice),
+            api.replace(service, &params, &desired),
         )
         .await?;
         info!(
@@ -528,18 +527,6 @@ enum LbProbe {
     Ambiguous(Vec<String>),
     /// A transient API error, already logged.
     Error,
-}
-
-impl KubeError {
-    /// Worth retrying unchanged: no answer, a broken connection, throttling or a server error.
-    /// Refusals such as 403 or 404 need someone to change something first.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            KubeError::Timeout { .. } | KubeError::Transport { .. } => true,
-            KubeError::Api { code, .. } => *code == 429 || *code >= 500,
-            _ => false,
-        }
-    }
 }
 
 impl ClusterApi for KubeAdapter {

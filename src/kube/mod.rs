@@ -235,6 +235,16 @@ impl KubeError {
             _ => None,
         }
     }
+
+    /// Worth retrying unchanged: no answer, a broken connection, throttling or a server error.
+    /// Refusals such as 403 or 404 need someone to change something first.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            KubeError::Timeout { .. } | KubeError::Transport { .. } => true,
+            KubeError::Api { code, .. } => *code == 429 || *code >= 500,
+            _ => false,
+        }
+    }
 }
 
 /// A boxed future, so [`ClusterApi`] can be used as `dyn ClusterApi` by the agent and tests.
