@@ -225,6 +225,9 @@ pub enum KubeError {
     /// An address handed to the adapter is not an IP address.
     #[error("{0:?} is not an IP address")]
     InvalidAddress(String),
+    /// The master's Redis address does not resolve to an IP address.
+    #[error("cannot resolve the master's Redis address {addr:?}: {reason}")]
+    Resolve { addr: String, reason: String },
 }
 
 impl KubeError {
@@ -278,6 +281,27 @@ pub trait ClusterApi: Send + Sync {
 
     /// Pods of the own namespace matching `--label-selector`.
     fn list_pods(&self) -> BoxFuture<'_, Result<Vec<PodSummary>, KubeError>>;
+}
+
+/// The IP (IPv4 preferred) and port of a member's `host:port` Redis address, as
+/// [`ClusterApi::ensure_master_endpoints`] needs: an EndpointSlice holds addresses, not names.
+/// DNS may be slow; callers bound this like any other call in their loop.
+pub async fn resolve_redis_addr(addr: &str) -> Result<(String, u16), KubeError> {
+    let resolve_error = |reason: String| KubeError::Resolve {
+        addr: addr.to_string(),
+        reason,
+    };
+    let (host, port) = crate::config::split_host_port(addr.trim(), 6379).map_err(resolve_error)?;
+    let ips: Vec<std::net::IpAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| resolve_error(e.to_string()))?
+        .map(|a| a.ip())
+        .collect();
+    ips.iter()
+        .find(|ip| ip.is_ipv4())
+        .or(ips.first())
+        .map(|ip| (ip.to_string(), port))
+        .ok_or_else(|| resolve_error("no address".to_string()))
 }
 
 /// What one reconcile cycle knows, for [`desired_role_label`].
@@ -343,5 +367,26 @@ mod tests {
             ..facts(true, true, false)
         };
         assert_eq!(desired_role_label(witness), None);
+    }
+
+    #[tokio::test]
+    async fn redis_addresses_resolve_to_an_ip() {
+        let r = |a: &'static str| async move { resolve_redis_addr(a).await };
+        assert_eq!(
+            r("10.244.1.7:6379").await.expect("ip"),
+            ("10.244.1.7".to_string(), 6379)
+        );
+        assert_eq!(
+            r("[fd00::12]:6380").await.expect("ipv6"),
+            ("fd00::12".to_string(), 6380)
+        );
+        assert_eq!(
+            r("localhost:6381").await.expect("name"),
+            ("127.0.0.1".to_string(), 6381)
+        );
+        assert!(matches!(
+            r("localhost:notaport").await,
+            Err(KubeError::Resolve { .. })
+        ));
     }
 }
