@@ -37,6 +37,17 @@ pub enum Command {
     Ctl(crate::cli::CtlCommand),
 }
 
+/// Whether the agent talks to the Kubernetes API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KubernetesMode {
+    /// Inside a cluster when the service-account token is mounted.
+    Auto,
+    /// Always: fail at start-up if the API cannot be reached.
+    On,
+    /// Never: static peers, no labels (the local demo and most tests).
+    Off,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ElectionMode {
     /// Accepted for compatibility; the agent always uses Raft consensus.
@@ -79,9 +90,15 @@ pub struct AgentArgs {
     pub pod_name: String,
     #[arg(long, env = "POD_NAMESPACE", default_value = "")]
     pub namespace: String,
-    /// Pod discovery selector (used in Kubernetes).
+    /// Pods listed in the status view (Kubernetes, own namespace).
     #[arg(long, default_value = "app=redis")]
     pub label_selector: String,
+    /// Kubernetes integration: auto (when a service-account token is mounted), on or off.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub kubernetes: KubernetesMode,
+    /// Selector-less Service in the own namespace whose EndpointSlice follows the committed master; empty disables.
+    #[arg(long, default_value = "redis-master")]
+    pub master_endpoints_service: String,
     #[arg(long, value_enum, default_value = "deterministic")]
     pub election_mode: ElectionMode,
     /// Address the Raft/peer port listens on.
@@ -98,7 +115,7 @@ pub struct AgentArgs {
     /// Accepted for compatibility: every agent may bootstrap, with the identical voter set.
     #[arg(long, default_value = "auto")]
     pub raft_bootstrap: String,
-    /// Advertise the external IP of this pod's LoadBalancer service (Kubernetes).
+    /// Advertise the external IP of the LoadBalancer Service that selects this pod (Kubernetes) for Redis replication.
     #[arg(long, value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub lb_service: bool,
     /// Secret shared by all agents; signs every peer and API request.
@@ -269,6 +286,8 @@ pub struct Settings {
     pub raft_data_dir: PathBuf,
     pub redis: Option<crate::redis::RedisConfig>,
     pub redis_announce: Option<String>,
+    /// True when `--redis-announce` was given, so a LoadBalancer address must not replace it.
+    pub redis_announce_from_flag: bool,
     pub secret: Option<Vec<u8>>,
     pub probe_interval: Duration,
     pub redis_down_after: Duration,
@@ -280,6 +299,11 @@ pub struct Settings {
     pub raft_election_timeout: Duration,
     pub pod_name: String,
     pub namespace: String,
+    pub kubernetes: KubernetesMode,
+    pub label_selector: String,
+    pub lb_service: bool,
+    /// `None` when `--master-endpoints-service` is empty.
+    pub master_endpoints_service: Option<String>,
     pub debug: bool,
     /// Flags accepted only for compatibility that were set to a non-default value.
     pub ignored_flags: Vec<String>,
@@ -502,6 +526,15 @@ impl AgentArgs {
             })?;
             Some(join_host_port(&h, p))
         };
+        let master_endpoints_service = match self.master_endpoints_service.trim() {
+            "" => None,
+            svc if is_dns_label(svc) => Some(svc.to_string()),
+            svc => {
+                return Err(err(format!(
+                    "bad --master-endpoints-service {svc:?}: a Service name is lowercase letters, digits and '-', starts with a letter, at most 63 characters"
+                )));
+            }
+        };
         let name = [&self.node_name, &self.pod_name]
             .into_iter()
             .find(|n| !n.is_empty())
@@ -536,6 +569,7 @@ impl AgentArgs {
             raft_data_dir: self.raft_data_dir.clone(),
             redis,
             redis_announce,
+            redis_announce_from_flag: !self.standalone && !self.redis_announce.is_empty(),
             secret: (!self.shared_secret.is_empty())
                 .then(|| self.shared_secret.as_bytes().to_vec()),
             probe_interval: self.probe_interval,
@@ -548,9 +582,36 @@ impl AgentArgs {
             raft_election_timeout: self.raft_election_timeout,
             pod_name: self.pod_name.clone(),
             namespace: self.namespace.clone(),
+            kubernetes: self.kubernetes,
+            label_selector: self.label_selector.clone(),
+            lb_service: self.lb_service,
+            master_endpoints_service,
             debug: self.debug,
             ignored_flags,
         })
+    }
+}
+
+/// A DNS-1035 label, the form of a Service name.
+fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+impl Settings {
+    /// Advertise the LoadBalancer address found by `--lb-service` for Redis replication,
+    /// unless `--redis-announce` names an address explicitly. The Raft address stays the
+    /// own `--raft-peers` entry: node ids are derived from it.
+    pub fn advertise_lb_host(&mut self, host: &str) {
+        let Some(redis) = &self.redis else {
+            return;
+        };
+        if !self.redis_announce_from_flag {
+            self.redis_announce = Some(join_host_port(host, redis.port));
+        }
     }
 }
 
@@ -760,6 +821,56 @@ mod tests {
             Some("0.0.0.0:26379".parse().expect("addr"))
         );
         assert_eq!(s.sentinel_master_name, "orders");
+    }
+
+    #[test]
+    fn kubernetes_flags_and_lb_address() {
+        let peers = "--raft-peers=10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000";
+        let me = "--raft-advertise=10.0.0.1:7000";
+        let s = settings(&[peers, me]).expect("defaults");
+        assert_eq!(s.kubernetes, KubernetesMode::Auto);
+        assert_eq!(s.master_endpoints_service.as_deref(), Some("redis-master"));
+        assert_eq!(s.label_selector, "app=redis");
+        assert!(!s.lb_service);
+
+        let s = settings(&[
+            peers,
+            me,
+            "--kubernetes=off",
+            "--master-endpoints-service=",
+            "--lb-service",
+            "--label-selector=app=redis,site=site-a",
+        ])
+        .expect("set");
+        assert_eq!(s.kubernetes, KubernetesMode::Off);
+        assert_eq!(s.master_endpoints_service, None);
+        assert!(s.lb_service);
+        assert_eq!(s.label_selector, "app=redis,site=site-a");
+        assert_eq!(
+            settings(&[peers, me, "--kubernetes", "on"])
+                .expect("on")
+                .kubernetes,
+            KubernetesMode::On
+        );
+
+        for bad in ["Redis-Master", "redis_master", "-redis", "redis-"] {
+            let flag = format!("--master-endpoints-service={bad}");
+            let e = settings(&[peers, me, &flag]).expect_err(bad);
+            assert!(e.0.contains("bad --master-endpoints-service"), "{e}");
+        }
+        assert!(settings(&[peers, me, "--kubernetes=maybe"]).is_err());
+
+        // The LoadBalancer address replaces the default announce, never an explicit one.
+        let mut s = settings(&[peers, me, "--redis-port=6380"]).expect("announce");
+        s.advertise_lb_host("203.0.113.10");
+        assert_eq!(s.redis_announce.as_deref(), Some("203.0.113.10:6380"));
+        let mut s = settings(&[peers, me, "--redis-announce=redis-a.example:6379"]).expect("flag");
+        s.advertise_lb_host("203.0.113.10");
+        assert_eq!(s.redis_announce.as_deref(), Some("redis-a.example:6379"));
+        let mut s =
+            settings(&[peers, me, "--standalone", "--election-mode=raft"]).expect("witness");
+        s.advertise_lb_host("203.0.113.10");
+        assert_eq!(s.redis_announce, None);
     }
 
     #[test]

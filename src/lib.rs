@@ -8,6 +8,9 @@
 //! - Every data agent runs [`decide::local::plan_local`] on each committed change and probe,
 //!   and applies the plan to its Redis through [`redis::RedisNode`]; it fences its Redis
 //!   when it loses contact with a quorum for `--lease`.
+//! - In Kubernetes, [`kube`] is the only module that calls the API: it labels the own pod
+//!   `redis-role=master|replica` (routing the `redis` and `redis-readonly` Services), keeps the
+//!   `redis-master` EndpointSlice on the committed master, and finds a LoadBalancer address.
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +25,7 @@ pub mod demo;
 pub mod duration;
 pub mod http;
 pub mod metrics;
+pub mod kube;
 pub mod model;
 pub mod redis;
 pub mod sentinel;
