@@ -1,8 +1,10 @@
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use redis_orchestrator::agent::Agent;
 use redis_orchestrator::config::{AgentArgs, Cli, Command, ElectionMode};
+use redis_orchestrator::kube::{ClusterApi, KubeAdapter, KubeSettings};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -42,7 +44,7 @@ fn init_logging(debug: bool) {
 }
 
 async fn run_agent(args: AgentArgs) -> ExitCode {
-    let settings = match args.settings() {
+    let mut settings = match args.settings() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("redis-orchestrator: error: {e}");
@@ -77,7 +79,27 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
         peers = settings.peers.len(),
         "starting agent"
     );
-    let agent = match Agent::start(settings).await {
+    let kube = match KubeAdapter::detect(&KubeSettings::from(&settings)).await {
+        Ok(k) => k,
+        Err(e) => {
+            error!("kubernetes: {e}");
+            eprintln!("redis-orchestrator: error: kubernetes: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let (Some(k), true) = (&kube, settings.lb_service) {
+        match k.lb_advertise_host().await {
+            Ok(Some(host)) => settings.advertise_lb_host(&host),
+            Ok(None) => {}
+            Err(e) => {
+                error!("--lb-service: {e}");
+                eprintln!("redis-orchestrator: error: --lb-service: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let cluster_api = kube.map(|k| Arc::new(k) as Arc<dyn ClusterApi>);
+    let agent = match Agent::start(settings, cluster_api).await {
         Ok(a) => a,
         Err(e) => {
             error!("{e}");

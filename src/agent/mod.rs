@@ -27,6 +27,7 @@ use crate::consensus::state_machine::StateMachineStore;
 use crate::consensus::{Raft, open_storage};
 use crate::decide::local::{LocalAction, LocalView, plan_local};
 use crate::decide::{Policy, ReceivedReport, Reports, decide};
+use crate::kube::{ClusterApi, RoleFacts, desired_role_label};
 use crate::model::{
     ClusterState, Command, CommandResponse, DownKind, Member, MemberKind, Millis, NodeId,
     NodeReport, RedisHealth, RedisRole, ReportAck,
@@ -100,6 +101,12 @@ pub struct Agent {
     decide_now: Notify,
     report_rejected_by: Mutex<HashSet<String>>,
     pub metrics: crate::metrics::Metrics,
+    /// The Kubernetes API, when running in a cluster.
+    pub kube: Option<Arc<dyn ClusterApi>>,
+    /// Last Kubernetes error logged, so a persisting one is logged once.
+    last_kube_error: Mutex<Option<String>>,
+    /// (epoch, master address, when) of the last master endpoints update.
+    endpoints_synced: Mutex<Option<(u64, String, Instant)>>,
 }
 
 /// Probe and report period while this node hands over or takes over the master role.
@@ -121,7 +128,10 @@ fn millis(d: Duration) -> Millis {
 
 impl Agent {
     /// Open storage, start Raft and the servers, bootstrap if new, and spawn the loops.
-    pub async fn start(settings: Settings) -> Result<Arc<Agent>, StartError> {
+    pub async fn start(
+        settings: Settings,
+        kube: Option<Arc<dyn ClusterApi>>,
+    ) -> Result<Arc<Agent>, StartError> {
         let settings = Arc::new(settings);
         let raft_listener = bind("Raft/peer port", settings.raft_bind).await?;
         let api_listener = bind("API port", settings.api_bind).await?;
@@ -198,6 +208,9 @@ impl Agent {
             decide_now: Notify::new(),
             report_rejected_by: Mutex::new(HashSet::new()),
             metrics: crate::metrics::Metrics::new(),
+            kube,
+            last_kube_error: Mutex::new(None),
+            endpoints_synced: Mutex::new(None),
         });
 
         crate::http::spawn_servers(agent.clone(), raft_listener, api_listener);
@@ -492,7 +505,63 @@ impl Agent {
             if let Some(redis) = &self.redis {
                 self.reconcile(redis).await;
             }
+            self.sync_master_endpoints().await;
         }
+    }
+
+    /// Log a Kubernetes failure once (until it changes or clears); the next cycle retries.
+    fn note_kube_result<E: std::fmt::Display>(
+        &self,
+        what: &str,
+        result: Result<Result<(), E>, tokio::time::error::Elapsed>,
+    ) {
+        let error = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("{what}: {e}")),
+            Err(_) => Some(format!("{what}: kubernetes API did not answer in time")),
+        };
+        let mut last = lock(&self.last_kube_error);
+        if error != *last {
+            match &error {
+                Some(e) => warn!(error = %e, "kubernetes update failed; retrying every cycle"),
+                None => {
+                    if last.is_some() {
+                        info!("kubernetes updates succeed again");
+                    }
+                }
+            }
+            *last = error;
+        }
+    }
+
+    /// Point the selector-less master Service at the committed master, whichever site it
+    /// is in. Resolving and checking happen on a change, and every 30 s to repair drift.
+    async fn sync_master_endpoints(&self) {
+        let Some(kube) = &self.kube else { return };
+        let state = self.cluster_state();
+        let Some(addr) = state.master_member().and_then(|m| m.redis_addr.clone()) else {
+            return;
+        };
+        let due = lock(&self.endpoints_synced)
+            .as_ref()
+            .is_none_or(|(epoch, synced_addr, at)| {
+                *epoch != state.epoch
+                    || *synced_addr != addr
+                    || at.elapsed() >= Duration::from_secs(30)
+            });
+        if !due {
+            return;
+        }
+        let limit = self.settings.probe_interval.max(Duration::from_secs(1));
+        let result = tokio::time::timeout(limit, async {
+            let (ip, port) = crate::kube::resolve_redis_addr(&addr).await?;
+            kube.ensure_master_endpoints(state.epoch, &ip, port).await
+        })
+        .await;
+        if matches!(result, Ok(Ok(()))) {
+            *lock(&self.endpoints_synced) = Some((state.epoch, addr, Instant::now()));
+        }
+        self.note_kube_result("master endpoints", result);
     }
 
     fn observation_changed(&self) -> bool {
@@ -645,6 +714,30 @@ impl Agent {
             lease: millis(self.settings.lease),
         };
         let plan = plan_local(&view);
+        if let Some(kube) = &self.kube {
+            let losing_writes = fenced
+                || plan.actions.iter().any(|a| {
+                    matches!(
+                        a,
+                        LocalAction::PauseWrites | LocalAction::ReplicateFrom { .. }
+                    )
+                });
+            let facts = RoleFacts {
+                witness: false,
+                committed_master_is_self: state.master == Some(self.settings.me.id),
+                local_redis_is_master: health.status().is_some_and(|s| s.role == RedisRole::Master),
+                losing_writes,
+            };
+            // The label moves away from master before a demotion or fence runs below, and a
+            // slow API server only delays the label, never those safety actions.
+            let desired = desired_role_label(facts);
+            let result = tokio::time::timeout(
+                self.settings.probe_interval,
+                kube.ensure_role_label(desired),
+            )
+            .await;
+            self.note_kube_result("pod label", result);
+        }
         {
             let mut local = lock(&self.local);
             if plan.reason != local.last_plan_reason {

@@ -151,8 +151,15 @@ pub fn state_view(agent: &Agent) -> StateView {
     });
     StateView {
         pod_name: s.pod_name.clone(),
-        pod_ip: s.me.host.clone(),
-        pod_uid: String::new(),
+        pod_ip: agent
+            .kube
+            .as_ref()
+            .map_or_else(|| s.me.host.clone(), |k| k.pod_info().ip.clone()),
+        pod_uid: agent
+            .kube
+            .as_ref()
+            .map(|k| k.pod_info().uid.clone())
+            .unwrap_or_default(),
         namespace: s.namespace.clone(),
         is_master: cluster.master == Some(me)
             && status.is_some_and(|st| st.role == RedisRole::Master)
@@ -238,7 +245,11 @@ async fn raft_status(State(agent): State<Arc<Agent>>) -> Json<RaftStatus> {
         state: raft_state_name(m.state).to_string(),
         term: m.current_term,
         pod_name: agent.settings.pod_name.clone(),
-        pod_uid: String::new(),
+        pod_uid: agent
+            .kube
+            .as_ref()
+            .map(|k| k.pod_info().uid.clone())
+            .unwrap_or_default(),
         peers: membership.nodes().map(|(_, n)| n.addr.clone()).collect(),
     })
 }
