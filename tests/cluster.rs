@@ -467,6 +467,15 @@ fn unauthenticated_requests_get_401_and_change_nothing() {
                 .status(),
             200
         );
+        let view: redis_orchestrator::http::api::ClusterView = c
+            .api
+            .get(&c.nodes[m].api_addr(), "/cluster")
+            .await
+            .expect("cluster view");
+        assert!(
+            !view.kubernetes && view.pods.is_empty(),
+            "outside Kubernetes there are no pods to list"
+        );
         for reason in ["missing", "bad_signature", "stale", "replayed"] {
             let n = metric_sum(
                 &c,

@@ -30,6 +30,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .route("/history", get(history))
+        .route("/cluster", get(cluster))
         .layer(middleware::from_fn_with_state(
             agent.clone(),
             super::require_signature,
@@ -562,4 +563,37 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
         repl_lag: lag,
     });
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// `GET /cluster`: this namespace's pods matching `--label-selector`, with their labels.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// False outside Kubernetes: then there are no pods to list.
+    pub kubernetes: bool,
+    pub pods: Vec<crate::kube::PodSummary>,
+}
+
+async fn cluster(State(agent): State<Arc<Agent>>) -> Response {
+    let Some(kube) = &agent.kube else {
+        return Json(ClusterView {
+            kubernetes: false,
+            pods: Vec::new(),
+        })
+        .into_response();
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), kube.list_pods()).await {
+        Ok(Ok(pods)) => Json(ClusterView {
+            kubernetes: true,
+            pods,
+        })
+        .into_response(),
+        Ok(Err(e)) => {
+            (StatusCode::BAD_GATEWAY, format!("listing pods failed: {e}")).into_response()
+        }
+        Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the Kubernetes API did not answer in time",
+        )
+            .into_response(),
+    }
 }

@@ -95,7 +95,7 @@ pub struct PodInfo {
 }
 
 /// One pod of the status view.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PodSummary {
     pub name: String,
     pub ip: Option<String>,
