@@ -103,8 +103,8 @@ pub struct Agent {
     pub metrics: crate::metrics::Metrics,
     /// The Kubernetes API, when running in a cluster.
     pub kube: Option<Arc<dyn ClusterApi>>,
-    /// Last Kubernetes error logged, so a persisting one is logged once.
-    last_kube_error: Mutex<Option<String>>,
+    /// Last Kubernetes error logged per kind of update, so a persisting one is logged once.
+    kube_errors: Mutex<BTreeMap<&'static str, String>>,
     /// (epoch, master address, when) of the last master endpoints update.
     endpoints_synced: Mutex<Option<(u64, String, Instant)>>,
 }
@@ -209,7 +209,7 @@ impl Agent {
             report_rejected_by: Mutex::new(HashSet::new()),
             metrics: crate::metrics::Metrics::new(),
             kube,
-            last_kube_error: Mutex::new(None),
+            kube_errors: Mutex::new(BTreeMap::new()),
             endpoints_synced: Mutex::new(None),
         });
 
@@ -512,25 +512,26 @@ impl Agent {
     /// Log a Kubernetes failure once (until it changes or clears); the next cycle retries.
     fn note_kube_result<E: std::fmt::Display>(
         &self,
-        what: &str,
+        what: &'static str,
         result: Result<Result<(), E>, tokio::time::error::Elapsed>,
     ) {
         let error = match result {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("{what}: {e}")),
-            Err(_) => Some(format!("{what}: kubernetes API did not answer in time")),
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("kubernetes API did not answer in time".to_string()),
         };
-        let mut last = lock(&self.last_kube_error);
-        if error != *last {
-            match &error {
-                Some(e) => warn!(error = %e, "kubernetes update failed; retrying every cycle"),
-                None => {
-                    if last.is_some() {
-                        info!("kubernetes updates succeed again");
-                    }
+        let mut logged = lock(&self.kube_errors);
+        match error {
+            Some(e) if logged.get(what) != Some(&e) => {
+                warn!(update = what, error = %e, "kubernetes update failed; retrying every cycle");
+                logged.insert(what, e);
+            }
+            Some(_) => {}
+            None => {
+                if logged.remove(what).is_some() {
+                    info!(update = what, "kubernetes update succeeds again");
                 }
             }
-            *last = error;
         }
     }
 
