@@ -62,6 +62,22 @@ async fn metric_sum(c: &Cluster, line_prefix: &str) -> f64 {
     sum
 }
 
+/// Wait until `metric_sum` reaches `want` (metrics follow the next probe, not the commit).
+async fn wait_for_metric(c: &Cluster, line_prefix: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = metric_sum(c, line_prefix).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{line_prefix}: {got}, expected {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn count_keys(port: u16, prefix: &str) -> usize {
     let Ok(mut c) = redis_conn(port).await else {
         return 0;
@@ -194,15 +210,13 @@ fn sigkill_of_master_redis_promotes_the_replica_and_keeps_replicated_writes() {
             500,
             "writes that reached the replica survive"
         );
-        assert_eq!(
-            metric_sum(&c, "redis_orchestrator_failovers_total{kind=\"failover\"} ").await,
-            1.0
-        );
-        assert_eq!(
-            metric_sum(&c, "redis_orchestrator_is_master ").await,
+        wait_for_metric(
+            &c,
+            "redis_orchestrator_failovers_total{kind=\"failover\"} ",
             1.0,
-            "one writable master"
-        );
+        )
+        .await;
+        wait_for_metric(&c, "redis_orchestrator_is_master ", 1.0).await;
         let took = metric_sum(&c, "redis_orchestrator_last_failover_duration_seconds ").await;
         assert!(
             took > 0.0 && took < 5.0,
