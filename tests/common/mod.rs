@@ -178,11 +178,22 @@ where
 
 /// A port that was free a moment ago. Another process may take it before
 /// redis-server binds it; [`RedisServer::start_with`] retries then.
+///
+/// Never the same port twice in one test process: a port handed out but not bound yet
+/// (an agent's, say) would otherwise come back from the kernel for the next caller.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("bind an ephemeral port")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("bind an ephemeral port");
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 fn spawn(port: u16, options: &ServerOptions, dir: &TempDir) -> Child {
