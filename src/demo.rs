@@ -59,6 +59,38 @@ fn find_redis_server() -> Option<PathBuf> {
     })
 }
 
+/// Wait until a freshly spawned process listens on `port`; if it exits first (a port
+/// already taken, say), say which and where its log is.
+async fn wait_listening(
+    child: &mut Child,
+    port: u16,
+    what: &str,
+    log: &Path,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "{what} exited at start ({status}); see {}",
+                log.display()
+            ));
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{what} does not listen on port {port}; see {}",
+                log.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn spawn_redis(bin: &Path, port: u16, dir: &Path) -> std::io::Result<Child> {
     std::fs::create_dir_all(dir)?;
     let log = std::fs::File::create(dir.join("redis.log"))?;
@@ -286,7 +318,16 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         let site_dir = dir.path().join(site.name);
         if let Some(port) = site.redis_port {
             match spawn_redis(&redis_bin, port, &site_dir).await {
-                Ok(c) => site.redis = Some(c),
+                Ok(mut c) => {
+                    let what = format!("redis-server of {} (port {port})", site.name);
+                    if let Err(e) =
+                        wait_listening(&mut c, port, &what, &site_dir.join("redis.log")).await
+                    {
+                        eprintln!("{e}\n(choose other ports with --base-port)");
+                        return ExitCode::FAILURE;
+                    }
+                    site.redis = Some(c);
+                }
                 Err(e) => {
                     eprintln!("cannot start redis-server for {}: {e}", site.name);
                     return ExitCode::FAILURE;
@@ -294,7 +335,16 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             }
         }
         match spawn_agent(site, &peers, &secret, &site_dir) {
-            Ok(c) => site.agent = Some(c),
+            Ok(mut c) => {
+                let what = format!("agent of {} (API port {})", site.name, site.api_port);
+                if let Err(e) =
+                    wait_listening(&mut c, site.api_port, &what, &site_dir.join("agent.log")).await
+                {
+                    eprintln!("{e}\n(choose other ports with --base-port)");
+                    return ExitCode::FAILURE;
+                }
+                site.agent = Some(c);
+            }
             Err(e) => {
                 eprintln!("cannot start the agent for {}: {e}", site.name);
                 return ExitCode::FAILURE;
@@ -403,6 +453,15 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             print!("{}", render(&views, &lock(&stats), &events, tty));
         }
     };
+    // One last table, so what stays on screen is the final state.
+    let mut views = Vec::new();
+    for site in &sites {
+        views.push((
+            site.name.to_string(),
+            api.state(&site.api_addr()).await.ok(),
+        ));
+    }
+    print!("{}", render(&views, &lock(&stats), &events, false));
     writer.abort();
     for site in &mut sites {
         for child in [site.agent.as_mut(), site.redis.as_mut()]
