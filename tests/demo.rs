@@ -28,7 +28,7 @@ fn demo_fails_over_and_shows_the_old_master_rejoining() {
             "--kill-master-after",
             "4s",
             "--exit-after",
-            "16s",
+            "25s",
             "--base-port",
         ])
         .arg(base.to_string())
