@@ -111,6 +111,9 @@ pub struct Agent {
 
 /// Probe and report period while this node hands over or takes over the master role.
 const SWITCHOVER_PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// Probe and report period while the local Redis is down, so `--redis-down-after` is
+/// measured finely instead of rounded up to the next `--probe-interval`.
+const DOWN_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 
 pub fn unix_millis() -> u64 {
     SystemTime::now()
@@ -483,6 +486,8 @@ impl Agent {
         loop {
             let period = if self.in_switchover() {
                 SWITCHOVER_PROBE_INTERVAL
+            } else if self.redis.is_some() && lock(&self.local).down_since.is_some() {
+                DOWN_PROBE_INTERVAL.min(interval)
             } else {
                 interval
             };
@@ -750,6 +755,10 @@ impl Agent {
                 local.last_plan_reason = plan.reason.clone();
             }
         }
+        let changes_role = plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, LocalAction::Promote | LocalAction::ReplicateFrom { .. }));
         for action in plan.actions {
             let result = match &action {
                 LocalAction::Promote => redis.promote().await,
@@ -795,6 +804,11 @@ impl Agent {
                     break;
                 }
             }
+        }
+        // A role change is visible to clients (`/state`, `/master`) only through the probe:
+        // take it now rather than a probe interval later.
+        if changes_role {
+            self.probe(redis).await;
         }
     }
 
