@@ -17,8 +17,11 @@ use netns::{CONVERGE, DOWN_AFTER, Fault, Harness, LEASE, Options, PROBE, SETTLE}
 
 /// Time for writers to reach the master before a fault.
 const WARM_UP: Duration = Duration::from_secs(2);
-/// Detection and commit time allowed on top of `--down-after` for a failover.
-const FAILOVER_SLACK: Duration = Duration::from_secs(3);
+/// Time allowed on top of `--down-after` for a failover. When the isolated master is also
+/// the Raft leader, the others first elect a coordinator (up to twice the 600 ms election
+/// timeout, more on a split vote), and a new coordinator counts silence from its own
+/// leadership; then one report, one commit and one reconcile. Observed: up to 2.3 s.
+const FAILOVER_SLACK: Duration = Duration::from_millis(3500);
 /// How late after `--lease` an isolated master may still acknowledge a write: one probe
 /// to notice, one round trip to pause, and a write already in flight.
 const FENCE_SLACK: Duration = Duration::from_millis(500);
@@ -82,7 +85,7 @@ fn isolating_the_master_site_promotes_the_other_and_fences_the_old() {
             let (promoted_at, _) = h
                 .wait_for(
                     "the other data site promoted",
-                    DOWN_AFTER + FAILOVER_SLACK + Duration::from_secs(2),
+                    DOWN_AFTER + FAILOVER_SLACK + Duration::from_secs(5),
                     |s| s[r.index()].as_ref().is_some_and(|v| v.is_master),
                 )
                 .await
@@ -346,9 +349,9 @@ fn isolating_the_master_site_with_default_redis_settings() {
             h.heal(fault).await.expect("heal");
             if let Err(e) = promoted {
                 panic!(
-                    "no failover within --down-after + {} s of isolating {}; the replica still \
+                    "no failover within --down-after + {} ms of isolating {}; the replica still \
                      reports (role, link up, master): {replica_view:?}\n{e}",
-                    FAILOVER_SLACK.as_secs(),
+                    FAILOVER_SLACK.as_millis(),
                     m.name()
                 );
             }

@@ -123,7 +123,10 @@ where
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(why) = topology::unavailable() {
         let bar = "!".repeat(78);
-        eprintln!(
+        // Straight to the process's stderr: `eprintln!` would be captured by the test
+        // harness and the skip would pass silently.
+        let _ = writeln!(
+            std::io::stderr(),
             "\n{bar}\n!!! SKIPPED {test}: network namespaces are not available here ({why}).\n\
              !!! These tests need root, iproute2 and iptables; nothing was checked.\n{bar}\n"
         );
