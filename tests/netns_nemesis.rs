@@ -339,7 +339,10 @@ fn nemesis() {
                 converged_after,
             });
             master = match converged {
-                Ok((m, _)) => m,
+                Ok((m, _)) => {
+                    h.converged_round_recorded().await;
+                    m
+                }
                 Err(e) => match h.wait_converged(RECOVERY).await {
                     Ok((m, _)) => m,
                     Err(_) => {

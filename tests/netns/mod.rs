@@ -497,6 +497,22 @@ impl Harness {
         }
     }
 
+    /// Wait (up to [`CONVERGE`]) until the poller has recorded a settled round from now on:
+    /// the checker judges convergence from those rounds, and a settled cluster seen only by
+    /// [`wait_converged`](Self::wait_converged) just before the next fault would look unsettled.
+    pub async fn converged_round_recorded(&self) {
+        let since = self.history.now();
+        let deadline = Instant::now() + CONVERGE;
+        while !self
+            .history
+            .last_round()
+            .is_some_and(|r| r.at >= since && checker::converged(&r.views).is_some())
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Record a free-form note in the history (shown in failures).
     pub fn note(&self, text: &str) {
         self.history.event(EventKind::Note, text);
@@ -619,17 +635,7 @@ impl Harness {
             .wait_converged(CONVERGE)
             .await
             .unwrap_or_else(|e| panic!("final convergence: {e}"));
-        // The checker judges convergence from the poller's rounds: let it record one.
-        let since = self.history.now();
-        let deadline = Instant::now() + CONVERGE;
-        while !self
-            .history
-            .last_round()
-            .is_some_and(|r| r.at >= since && checker::converged(&r.views).is_some())
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.converged_round_recorded().await;
         self.stop.send_replace(true);
         // Let writes in flight land before reading the final data.
         tokio::time::sleep(Duration::from_millis(600)).await;
