@@ -14,6 +14,8 @@ use netns::checker::Report;
 use netns::topology::Site;
 use netns::workload::Records;
 use netns::{CONVERGE, DOWN_AFTER, Fault, Harness, LEASE, Options, PROBE, SETTLE};
+use redis_orchestrator::agent::SwitchoverDone;
+use redis_orchestrator::client::ApiClient;
 
 /// Time for writers to reach the master before a fault.
 const WARM_UP: Duration = Duration::from_secs(2);
@@ -311,6 +313,51 @@ fn pausing_the_master_agent_past_down_after_never_gives_two_writable_masters() {
             let epochs = epochs_between(&records, at, healed_at);
             println!("epochs while the agent was stopped: {epochs:?}");
             finish_clean(&mut h, "pause master agent").await;
+        },
+    );
+}
+
+#[test]
+fn a_planned_switchover_across_sites_loses_no_acknowledged_write() {
+    netns::run(
+        "planned switchover",
+        Options::default(),
+        |mut h| async move {
+            let m = h.settled(SETTLE).await;
+            let target = m.other_data().expect("data site");
+            h.start_writers();
+            tokio::time::sleep(WARM_UP).await;
+            // Over the WAN with 20 ms each way, so the handover waits on real round trips.
+            let wan = h
+                .inject(Fault::Wan {
+                    delay: Duration::from_millis(20),
+                    loss_percent: 0,
+                })
+                .await
+                .expect("latency");
+            // Asked of the witness, which forwards to the coordinator if it is not one.
+            let operator = ApiClient::new(Some(netns::SECRET.as_bytes()), Duration::from_secs(15))
+                .expect("api client");
+            let witness = netns::workload::addr_from(None, Site::C, netns::workload::API_PORT);
+            let done: SwitchoverDone = operator
+                .post(&witness, "/switchover", &serde_json::json!({}))
+                .await
+                .unwrap_or_else(|e| panic!("switchover: {e}"));
+            println!(
+                "switchover {} -> {} at epoch {} took {} ms",
+                done.from, done.to, done.epoch, done.took_ms
+            );
+            assert_eq!(done.to, target.name());
+            tokio::time::sleep(WARM_UP).await;
+            h.heal(wan).await.expect("heal");
+            assert_eq!(h.settled(CONVERGE).await, target);
+            let report = finish_clean(&mut h, "planned switchover").await;
+            assert_eq!(report.failovers.len(), 1);
+            assert!(
+                report.lost.is_empty(),
+                "a planned switchover loses no acknowledged write: {} lost",
+                report.lost.len()
+            );
         },
     );
 }
