@@ -20,9 +20,9 @@ use redis_orchestrator::client::ApiClient;
 /// Time for writers to reach the master before a fault.
 const WARM_UP: Duration = Duration::from_secs(2);
 /// Time allowed on top of `--down-after` for a failover. When the isolated master is also
-/// the Raft leader, the others first elect a coordinator (up to twice the 600 ms election
-/// timeout, more on a split vote), and a new coordinator counts silence from its own
-/// leadership; then one report, one commit and one reconcile. Observed: up to 2.3 s.
+/// the Raft leader, the others first elect a coordinator (up to four times the election
+/// timeout, see [`netns::TIMING`]), and a new coordinator counts silence from its own
+/// leadership; then one report, one commit and one reconcile.
 const FAILOVER_SLACK: Duration = Duration::from_millis(3500);
 /// How late after `--lease` an isolated master may still acknowledge a write: one probe
 /// to notice, one round trip to pause, and a write already in flight.
@@ -59,6 +59,38 @@ fn longest_write_gap(records: &Records, from: Duration, to: Duration) -> Duratio
         .map(|w| w[1] - w[0])
         .max()
         .unwrap_or_default()
+}
+
+/// The Raft leader's site, as the agents report it.
+async fn raft_leader(h: &Harness) -> Option<Site> {
+    h.states()
+        .await
+        .iter()
+        .flatten()
+        .find_map(|v| v.raft_leader.as_deref().and_then(Site::from_name))
+}
+
+/// Settle, then move the Raft leadership to the witness (restart whichever agent leads
+/// until the witness wins an election); the master's site.
+async fn witness_leads(h: &mut Harness) -> Site {
+    let mut m = h.settled(SETTLE).await;
+    for _ in 0..10 {
+        match raft_leader(h).await {
+            Some(Site::C) => {
+                println!("master {}, raft leader site-c", m.name());
+                return m;
+            }
+            Some(leader) => {
+                let kill = h.inject(Fault::KillAgent(leader)).await.expect("kill");
+                // Long enough for the others to elect a leader among themselves.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                h.heal(kill).await.expect("restart");
+                m = h.settled(CONVERGE).await;
+            }
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    panic!("the witness never became Raft leader");
 }
 
 async fn finish_clean(h: &mut Harness, name: &str) -> Report {
@@ -164,7 +196,9 @@ fn isolating_the_master_site_promotes_the_other_and_fences_the_old() {
 #[test]
 fn isolating_the_witness_changes_nothing() {
     netns::run("isolate witness", Options::default(), |mut h| async move {
-        let m = h.settled(SETTLE).await;
+        // The hard case: the witness is also the coordinator, so cutting it off costs the
+        // cluster its Raft leader too.
+        let m = witness_leads(&mut h).await;
         h.start_writers();
         tokio::time::sleep(WARM_UP).await;
         let fault = h.inject(Fault::Isolate(Site::C)).await.expect("isolate");
@@ -445,6 +479,49 @@ fn fifty_ms_wan_with_a_100ms_heartbeat_keeps_the_master() {
                 fenced == 0 && gap < LEASE,
                 "the master was fenced in {fenced} of the polls under 50 ms latency; writes \
                  stopped for {} ms",
+                gap.as_millis()
+            );
+        },
+    );
+}
+
+/// Reproduces a gap in the agent's lease check, which accepts `--lease` above twice
+/// `--raft-election-timeout` plus a probe so that "a Raft leader change never fences a
+/// healthy master". openraft 0.9 makes a follower that knows a leader wait the leader lease
+/// (the maximum election timeout) plus a random election timeout before campaigning, so a
+/// lost leader is replaced only after up to four election timeouts. With the timings below
+/// (accepted by the agent) cutting off the witness while it leads fences the master.
+#[test]
+#[ignore = "known agent bug: the lease check undercounts openraft's re-election time"]
+fn losing_the_witness_as_raft_leader_does_not_fence_the_master() {
+    netns::run(
+        "lose the witness as leader",
+        Options::default()
+            .with("--down-after", "3s")
+            .with("--lease", "1500ms")
+            .with("--raft-election-timeout", "600ms"),
+        |mut h| async move {
+            let m = witness_leads(&mut h).await;
+            h.start_writers();
+            tokio::time::sleep(WARM_UP).await;
+            let fault = h.inject(Fault::Isolate(Site::C)).await.expect("isolate");
+            let at = fault.at;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let healed_at = h.heal(fault).await.expect("heal");
+            let records = h.history.snapshot();
+            let fenced = records
+                .rounds
+                .iter()
+                .filter(|r| r.at >= at && r.at <= healed_at)
+                .filter(|r| r.views[m.index()].as_ref().is_some_and(|v| v.fenced))
+                .count();
+            let gap = longest_write_gap(&records, at, healed_at);
+            assert_eq!(
+                fenced,
+                0,
+                "{} fenced itself in {fenced} polls (writes stopped {} ms) when the witness, \
+                 its Raft leader, was cut off",
+                m.name(),
                 gap.as_millis()
             );
         },

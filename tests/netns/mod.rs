@@ -43,23 +43,30 @@ use workload::{API_PORT, Ack, EventKind, History, RAFT_PORT, REDIS_PORT, Sample}
 
 pub const SECRET: &str = "netns-test-secret";
 
-/// Agent timings: fast enough for tests, valid by the agent's own rules
-/// (lease > 2 x election timeout + probe; down-after - lease >= 4 heartbeats), and valid
-/// for a WAN: openraft gives every AppendEntries (heartbeats included) `--raft-heartbeat` to
-/// complete, so the heartbeat must exceed the inter-site round trip (100 ms in the latency
-/// test) with room for a fresh connection. `tests/common`'s 100 ms heartbeat suits loopback
-/// only; see `fifty_ms_wan_with_a_100ms_heartbeat_keeps_the_master`.
+/// Agent timings for the suite: fast, accepted by the agent's own checks, and valid for
+/// what the network and openraft actually do:
+/// - `--raft-heartbeat` 250 ms: openraft gives every AppendEntries (heartbeats included) one
+///   heartbeat interval to complete, so it must exceed the inter-site round trip (100 ms in
+///   the latency test) with room for a fresh connection; the 100 ms of `tests/common` suits
+///   loopback only (`fifty_ms_wan_with_a_100ms_heartbeat_keeps_the_master`).
+/// - `--lease` 2.5 s: a follower that knows a leader waits the leader lease (the maximum
+///   election timeout) plus a random election timeout before it campaigns, so replacing a
+///   lost Raft leader takes up to 4 x `--raft-election-timeout` (1.2 s), then a vote, a
+///   heartbeat round and a report; the lease must outlast that or losing the leader (e.g. an
+///   isolated witness) fences a healthy master. The agent's own check (2 x election timeout
+///   + probe) is weaker (`losing_the_witness_as_raft_leader_does_not_fence_the_master`).
+/// - `--down-after` 3.5 s: the agent wants it at least four heartbeats above the lease.
 pub const TIMING: &[&str] = &[
     "--probe-interval=100ms",
     "--redis-down-after=300ms",
-    "--down-after=3s",
-    "--lease=1500ms",
+    "--down-after=3500ms",
+    "--lease=2500ms",
     "--raft-heartbeat=250ms",
-    "--raft-election-timeout=600ms",
+    "--raft-election-timeout=300ms",
 ];
 pub const PROBE: Duration = Duration::from_millis(100);
-pub const DOWN_AFTER: Duration = Duration::from_secs(3);
-pub const LEASE: Duration = Duration::from_millis(1500);
+pub const DOWN_AFTER: Duration = Duration::from_millis(3500);
+pub const LEASE: Duration = Duration::from_millis(2500);
 /// The stated convergence bound after a heal.
 pub const CONVERGE: Duration = Duration::from_secs(10);
 /// How long a fresh cluster may take to elect its first master.
@@ -490,9 +497,13 @@ impl Harness {
     }
 
     /// Like [`wait_converged`](Self::wait_converged) but panics with the agents' logs.
+    /// Also waits for the poller to record it, so the checker sees the settling too.
     pub async fn settled(&self, timeout: Duration) -> Site {
         match self.wait_converged(timeout).await {
-            Ok((m, _)) => m,
+            Ok((m, _)) => {
+                self.converged_round_recorded().await;
+                m
+            }
             Err(e) => panic!("{e}"),
         }
     }
