@@ -646,8 +646,13 @@ impl Agent {
         };
         match ack {
             Ok(ack) => {
+                // Only a coordinator whose master changes we have applied renews the lease. One
+                // that is ahead may have elected our successor already, and with our stale state
+                // the reconcile would lift the fence as "still master" until the new epoch
+                // reaches us; the next report after it does renews the lease.
+                let applied_epoch = self.cluster_state().epoch;
                 let mut local = lock(&self.local);
-                if let Some(age) = ack.quorum_ack_age_ms {
+                if let Some(age) = ack.quorum_ack_age_ms.filter(|_| ack.epoch <= applied_epoch) {
                     let contact = Millis(sent_at.0.saturating_sub(age));
                     local.contact_at = Some(local.contact_at.map_or(contact, |c| c.max(contact)));
                 }

@@ -1,0 +1,798 @@
+//! The seed topology as separate hosts on one machine, and the means to attack it.
+//!
+//! [`run`] builds five network namespaces (see [`topology`]): site A and site B each run a
+//! `redis-server` and a data agent, site C runs the witness, the hub holds the bridge and
+//! the delaying [`relay`], and the client namespace observes. Agents name each other only
+//! by WAN address, so every inter-site byte crosses the relay and the site's `eth0`, where
+//! [`Fault`]s cut, slow or drop it. One writer per site and a poller of every agent's
+//! `/state` record a [`History`](workload::History) that [`checker`] judges at the end.
+//!
+//! Test code runs on a runtime inside the client namespace; writers run inside their
+//! site's namespace; the relay inside the hub. Everything is torn down when the test ends,
+//! passes or panics; namespaces of killed runs are swept at the next start.
+//!
+//! Used by `tests/netns_scenarios.rs` (CI) and `tests/netns_nemesis.rs` (on demand).
+
+// Each test file compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+pub mod checker;
+pub mod procs;
+pub mod relay;
+pub mod topology;
+pub mod workload;
+
+use std::future::Future;
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis_orchestrator::client::ApiClient;
+use redis_orchestrator::http::api::StateView;
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::watch;
+
+use checker::{Bounds, Report};
+use procs::{Proc, Spec};
+use relay::{Relay, Route};
+use topology::{HUB_IP, Netns, Site, Topology};
+use workload::{API_PORT, Ack, EventKind, History, RAFT_PORT, REDIS_PORT, Sample};
+
+pub const SECRET: &str = "netns-test-secret";
+
+/// Agent timings for the suite: fast, accepted by the agent's own checks, and valid for
+/// what the network and openraft actually do:
+/// - `--raft-heartbeat` 250 ms: openraft gives every AppendEntries (heartbeats included) one
+///   heartbeat interval to complete, so it must exceed the inter-site round trip (100 ms in
+///   the latency test) with room for a fresh connection; the 100 ms of `tests/common` suits
+///   loopback only (`fifty_ms_wan_with_a_100ms_heartbeat_keeps_the_master`).
+/// - `--lease` 2.5 s: a follower that knows a leader waits the leader lease (the maximum
+///   election timeout) plus a random election timeout before it campaigns, so replacing a
+///   lost Raft leader takes up to 4 x `--raft-election-timeout` (1.2 s), then a vote, a
+///   heartbeat round and a report; the lease must outlast that or losing the leader (e.g. an
+///   isolated witness) fences a healthy master. The agent's own check (2 x election timeout
+///   + probe) is weaker (`losing_the_witness_as_raft_leader_does_not_fence_the_master`).
+/// - `--down-after` 3.5 s: the agent wants it at least four heartbeats above the lease.
+pub const TIMING: &[&str] = &[
+    "--probe-interval=100ms",
+    "--redis-down-after=300ms",
+    "--down-after=3500ms",
+    "--lease=2500ms",
+    "--raft-heartbeat=250ms",
+    "--raft-election-timeout=300ms",
+];
+pub const PROBE: Duration = Duration::from_millis(100);
+pub const DOWN_AFTER: Duration = Duration::from_millis(3500);
+pub const LEASE: Duration = Duration::from_millis(2500);
+/// The stated convergence bound after a heal.
+pub const CONVERGE: Duration = Duration::from_secs(10);
+/// How long a fresh cluster may take to elect its first master.
+pub const SETTLE: Duration = Duration::from_secs(30);
+
+const REDIS_START: Duration = Duration::from_secs(5);
+const API_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// Per-run choices.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Extra `redis-server` arguments.
+    pub redis_args: Vec<String>,
+    /// Agent timing flags.
+    pub timing: Vec<String>,
+}
+
+impl Default for Options {
+    /// [`TIMING`], and Redis tuned so a replica notices a dead link to its master within
+    /// about two seconds (ping every second, time out after two).
+    ///
+    /// The Redis tuning is needed for failover across a real partition: the coordinator
+    /// keeps a silent master while any replica reports a live link to it, and with Redis's
+    /// defaults (`repl-timeout 60`) a replica cut off by dropped packets reports its link up
+    /// for a minute. `isolating_the_master_site_with_default_redis_settings` shows it.
+    fn default() -> Options {
+        Options {
+            redis_args: ["--repl-ping-replica-period", "1", "--repl-timeout", "2"]
+                .map(String::from)
+                .to_vec(),
+            timing: TIMING.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+impl Options {
+    /// Redis with its default replication timeouts.
+    pub fn redis_defaults(mut self) -> Options {
+        self.redis_args.clear();
+        self
+    }
+
+    /// Replace one timing flag, e.g. `("--raft-heartbeat", "100ms")`.
+    pub fn with(mut self, flag: &str, value: &str) -> Options {
+        self.timing.retain(|t| !t.starts_with(&format!("{flag}=")));
+        self.timing.push(format!("{flag}={value}"));
+        self
+    }
+}
+
+/// Runs `body` against a fresh three-site topology, one test at a time.
+///
+/// Prints a loud notice and returns without running when this machine cannot create
+/// network namespaces (not root, or `ip netns add` fails).
+pub fn run<F, Fut>(test: &str, options: Options, body: F)
+where
+    F: FnOnce(Harness) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(why) = topology::unavailable() {
+        let bar = "!".repeat(78);
+        // Straight to the process's stderr: `eprintln!` would be captured by the test
+        // harness and the skip would pass silently.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n{bar}\n!!! SKIPPED {test}: network namespaces are not available here ({why}).\n\
+             !!! These tests need root, iproute2 and iptables; nothing was checked.\n{bar}\n"
+        );
+        return;
+    }
+    let swept = topology::sweep_stale();
+    if !swept.is_empty() {
+        eprintln!("removed namespaces left by killed runs: {swept:?}");
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let topo = Topology::create().unwrap_or_else(|e| panic!("cannot build the topology: {e}"));
+    let runtimes = Runtimes::new(&topo);
+    let hosts = Hosts {
+        hub: topo.hub.clone(),
+        sites: topo.sites.clone(),
+        client: topo.client.clone(),
+    };
+    let handles = runtimes.handles();
+    let task = runtimes.client.spawn(async move {
+        let harness = Harness::start(hosts, handles, options).await;
+        body(harness).await;
+    });
+    let result = runtimes.client.block_on(task);
+    runtimes.shutdown();
+    drop(topo);
+    if let Err(e) = result {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+        panic!("{test}: test task did not finish: {e}");
+    }
+}
+
+/// One runtime per namespace that runs code of ours.
+struct Runtimes {
+    hub: Runtime,
+    sites: [Runtime; 3],
+    client: Runtime,
+}
+
+impl Runtimes {
+    fn new(topo: &Topology) -> Runtimes {
+        let rt = |ns: &Netns, workers| {
+            topology::runtime(ns, workers)
+                .unwrap_or_else(|e| panic!("runtime in {}: {e}", ns.name()))
+        };
+        Runtimes {
+            hub: rt(&topo.hub, 1),
+            sites: [
+                rt(&topo.sites[0], 1),
+                rt(&topo.sites[1], 1),
+                rt(&topo.sites[2], 1),
+            ],
+            client: rt(&topo.client, 2),
+        }
+    }
+
+    fn handles(&self) -> Handles {
+        Handles {
+            hub: self.hub.handle().clone(),
+            sites: [
+                self.sites[0].handle().clone(),
+                self.sites[1].handle().clone(),
+                self.sites[2].handle().clone(),
+            ],
+        }
+    }
+
+    fn shutdown(self) {
+        let grace = Duration::from_secs(1);
+        self.client.shutdown_timeout(grace);
+        self.hub.shutdown_timeout(grace);
+        for rt in self.sites {
+            rt.shutdown_timeout(grace);
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Handles {
+    hub: Handle,
+    sites: [Handle; 3],
+}
+
+/// Namespace names (the [`Topology`] that owns them stays with [`run`]).
+#[derive(Clone)]
+pub struct Hosts {
+    pub hub: Netns,
+    pub sites: [Netns; 3],
+    pub client: Netns,
+}
+
+/// A fault the harness can inject and heal.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// Cut a site off from both others, both directions (the client namespace still
+    /// reaches it, as an observer outside the WAN).
+    Isolate(Site),
+    /// Cut A from B while both still reach C.
+    CutDataSites,
+    /// SIGKILL the agent; healed by restarting it on its data directory.
+    KillAgent(Site),
+    /// SIGKILL the redis-server; healed by restarting it (empty: no persistence).
+    KillRedis(Site),
+    /// SIGSTOP the agent; healed by SIGCONT.
+    PauseAgent(Site),
+    /// SIGSTOP the redis-server; healed by SIGCONT.
+    PauseRedis(Site),
+    /// One-way delay on every inter-site path (the relay) and random loss on every
+    /// inter-site packet (iptables, at the receiver).
+    Wan { delay: Duration, loss_percent: u32 },
+}
+
+impl Fault {
+    /// The kind, for tables.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Isolate(Site::C) => "isolate witness",
+            Fault::Isolate(_) => "isolate data site",
+            Fault::CutDataSites => "cut A<->B",
+            Fault::KillAgent(_) => "kill agent",
+            Fault::KillRedis(_) => "kill redis",
+            Fault::PauseAgent(_) => "pause agent",
+            Fault::PauseRedis(_) => "pause redis",
+            Fault::Wan { .. } => "wan latency/loss",
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            Fault::Isolate(s) => format!("isolate {}", s.name()),
+            Fault::CutDataSites => "cut site-a<->site-b".to_string(),
+            Fault::KillAgent(s) => format!("kill agent {}", s.name()),
+            Fault::KillRedis(s) => format!("kill redis {}", s.name()),
+            Fault::PauseAgent(s) => format!("pause agent {}", s.name()),
+            Fault::PauseRedis(s) => format!("pause redis {}", s.name()),
+            Fault::Wan {
+                delay,
+                loss_percent,
+            } => format!(
+                "wan {} ms each way, {loss_percent}% loss",
+                delay.as_millis()
+            ),
+        }
+    }
+}
+
+/// An injected fault and what healing it must undo.
+#[derive(Debug)]
+pub struct Active {
+    pub fault: Fault,
+    pub at: Duration,
+    /// iptables rules added per site (`CHAIN match... -j DROP`, without `-A`).
+    rules: Vec<(Site, Vec<String>)>,
+}
+
+pub struct Harness {
+    pub hosts: Hosts,
+    handles: Handles,
+    dir: Option<tempfile::TempDir>,
+    agents: [Proc; 3],
+    redis: [Option<Proc>; 3],
+    pub relay: Relay,
+    pub history: Arc<History>,
+    pub api: ApiClient,
+    stop: watch::Sender<bool>,
+    writers_started: bool,
+}
+
+impl Harness {
+    async fn start(hosts: Hosts, handles: Handles, options: Options) -> Harness {
+        let dir = tempfile::Builder::new()
+            .prefix("netns-")
+            .tempdir()
+            .expect("temp dir");
+        let history = History::new();
+        let (stop, stop_rx) = watch::channel(false);
+
+        let source_of = Arc::new(|peer: IpAddr| match peer {
+            IpAddr::V4(ip) => IpAddr::V4(Site::of_ip(ip).map_or(HUB_IP, Site::wan)),
+            IpAddr::V6(_) => IpAddr::V4(HUB_IP),
+        });
+        let relay = handles
+            .hub
+            .spawn(Relay::start(relay_routes(), source_of, stop_rx.clone()))
+            .await
+            .expect("relay task")
+            .expect("relay binds the WAN addresses");
+
+        let redis = Site::ALL.map(|site| {
+            site.is_data().then(|| {
+                let data = dir.path().join(format!("{}-redis", site.name()));
+                std::fs::create_dir_all(&data).expect("redis dir");
+                let mut args: Vec<String> = [
+                    "--port",
+                    &REDIS_PORT.to_string(),
+                    "--bind",
+                    "0.0.0.0",
+                    "--protected-mode",
+                    "no",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    // Full syncs start at once instead of waiting for more replicas.
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ]
+                .map(String::from)
+                .to_vec();
+                args.extend(["--dir".to_string(), data.display().to_string()]);
+                args.extend(options.redis_args.iter().cloned());
+                Proc::new(
+                    &format!("redis {}", site.name()),
+                    hosts.sites[site.index()].clone(),
+                    Spec {
+                        program: "redis-server".into(),
+                        args,
+                        env: Vec::new(),
+                    },
+                    dir.path().join(format!("{}-redis.log", site.name())),
+                )
+            })
+        });
+        let agents = Site::ALL.map(|site| {
+            Proc::new(
+                &format!("agent {}", site.name()),
+                hosts.sites[site.index()].clone(),
+                agent_spec(
+                    site,
+                    &dir.path().join(format!("{}-raft", site.name())),
+                    &options.timing,
+                ),
+                dir.path().join(format!("{}-agent.log", site.name())),
+            )
+        });
+        let api = ApiClient::new(Some(SECRET.as_bytes()), API_TIMEOUT).expect("api client");
+        let mut harness = Harness {
+            hosts,
+            handles,
+            dir: Some(dir),
+            agents,
+            redis,
+            relay,
+            history: history.clone(),
+            api: api.clone(),
+            stop,
+            writers_started: false,
+        };
+        for site in Site::DATA {
+            harness.start_redis(site).await;
+        }
+        for site in Site::ALL {
+            harness.agents[site.index()]
+                .start()
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        tokio::spawn(workload::poller(history, api, stop_rx));
+        harness
+    }
+
+    fn redis_proc(&mut self, site: Site) -> &mut Proc {
+        self.redis[site.index()]
+            .as_mut()
+            .unwrap_or_else(|| panic!("{} has no redis", site.name()))
+    }
+
+    /// Start (or restart) a site's redis-server and wait until it answers PING.
+    async fn start_redis(&mut self, site: Site) {
+        let proc = self.redis_proc(site);
+        proc.restart().unwrap_or_else(|e| panic!("{e}"));
+        let addr = format!("redis://{}:{REDIS_PORT}/", site.lan());
+        let deadline = Instant::now() + REDIS_START;
+        loop {
+            let ping = async {
+                let client = redis::Client::open(addr.as_str())?;
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            };
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), ping).await {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "redis-server in {} did not start: {}",
+                    site.name(),
+                    self.redis_proc(site).log_tail(20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Start one writer per site, each inside its site's namespace.
+    pub fn start_writers(&mut self) {
+        if self.writers_started {
+            return;
+        }
+        self.writers_started = true;
+        for site in Site::ALL {
+            let api = ApiClient::new(Some(SECRET.as_bytes()), Duration::from_millis(300))
+                .expect("api client");
+            self.handles.sites[site.index()].spawn(workload::writer(
+                site,
+                self.history.clone(),
+                api,
+                self.stop.subscribe(),
+            ));
+        }
+    }
+
+    /// Every agent's `/state`, asked from the client namespace.
+    pub async fn states(&self) -> [Option<StateView>; 3] {
+        workload::query_all(&self.api, None).await
+    }
+
+    /// Wait until the cluster has settled (see [`checker::converged`]); the master and how
+    /// long it took.
+    pub async fn wait_converged(&self, timeout: Duration) -> Result<(Site, Duration), String> {
+        let start = Instant::now();
+        loop {
+            let states = self.states().await;
+            let samples = states.each_ref().map(|v| v.as_ref().map(Sample::from));
+            if let Some(m) = checker::converged(&samples) {
+                return Ok((m, start.elapsed()));
+            }
+            if start.elapsed() > timeout {
+                return Err(format!(
+                    "not converged after {} ms; last states: {samples:#?}",
+                    timeout.as_millis()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Poll every agent from the client namespace until `pred` holds; the run time when it
+    /// did and the states.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&[Option<StateView>; 3]) -> bool,
+    ) -> Result<(Duration, [Option<StateView>; 3]), String> {
+        let start = Instant::now();
+        loop {
+            let states = self.states().await;
+            if pred(&states) {
+                return Ok((self.history.now(), states));
+            }
+            if start.elapsed() > timeout {
+                let samples = states.each_ref().map(|v| v.as_ref().map(Sample::from));
+                return Err(format!(
+                    "timed out after {} ms waiting for {what}; last states: {samples:#?}",
+                    timeout.as_millis()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Like [`wait_converged`](Self::wait_converged) but panics with the agents' logs.
+    /// Also waits for the poller to record it, so the checker sees the settling too.
+    pub async fn settled(&self, timeout: Duration) -> Site {
+        match self.wait_converged(timeout).await {
+            Ok((m, _)) => {
+                self.converged_round_recorded().await;
+                m
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Wait (up to [`CONVERGE`]) until the poller has recorded a settled round from now on:
+    /// the checker judges convergence from those rounds, and a settled cluster seen only by
+    /// [`wait_converged`](Self::wait_converged) just before the next fault would look unsettled.
+    pub async fn converged_round_recorded(&self) {
+        let since = self.history.now();
+        let deadline = Instant::now() + CONVERGE;
+        while !self
+            .history
+            .last_round()
+            .is_some_and(|r| r.at >= since && checker::converged(&r.views).is_some())
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Record a free-form note in the history (shown in failures).
+    pub fn note(&self, text: &str) {
+        self.history.event(EventKind::Note, text);
+    }
+
+    pub async fn inject(&mut self, fault: Fault) -> Result<Active, String> {
+        let mut rules = Vec::new();
+        match &fault {
+            Fault::Isolate(site) => {
+                let pairs: Vec<(Site, Site)> = Site::ALL
+                    .into_iter()
+                    .filter(|s| s != site)
+                    .map(|s| (*site, s))
+                    .collect();
+                rules = cut_rules(&pairs);
+            }
+            Fault::CutDataSites => rules = cut_rules(&[(Site::A, Site::B)]),
+            Fault::KillAgent(site) => self.agents[site.index()].kill(),
+            Fault::KillRedis(site) => self.redis_proc(*site).kill(),
+            Fault::PauseAgent(site) => self.agents[site.index()].pause()?,
+            Fault::PauseRedis(site) => self.redis_proc(*site).pause()?,
+            Fault::Wan {
+                delay,
+                loss_percent,
+            } => {
+                self.relay.set_delay(*delay);
+                if *loss_percent > 0 {
+                    rules = loss_rules(*loss_percent);
+                }
+            }
+        }
+        for (site, site_rules) in &rules {
+            self.iptables(*site, 'A', site_rules)?;
+        }
+        let at = self.history.event(EventKind::Inject, fault.label());
+        Ok(Active { fault, at, rules })
+    }
+
+    pub async fn heal(&mut self, active: Active) -> Result<Duration, String> {
+        for (site, site_rules) in &active.rules {
+            self.iptables(*site, 'D', site_rules)?;
+        }
+        match &active.fault {
+            Fault::KillAgent(site) => self.agents[site.index()].start()?,
+            Fault::KillRedis(site) => self.start_redis(*site).await,
+            Fault::PauseAgent(site) => self.agents[site.index()].resume()?,
+            Fault::PauseRedis(site) => self.redis_proc(*site).resume()?,
+            Fault::Wan { .. } => self.relay.set_delay(Duration::ZERO),
+            Fault::Isolate(_) | Fault::CutDataSites => {}
+        }
+        Ok(self.history.event(EventKind::Heal, active.fault.label()))
+    }
+
+    /// Add (`op` = 'A') or delete ('D') rules in one site, atomically.
+    fn iptables(&self, site: Site, op: char, rules: &[String]) -> Result<(), String> {
+        let mut script = String::from("*filter\n");
+        for rule in rules {
+            script.push_str(&format!("-{op} {rule}\n"));
+        }
+        script.push_str("COMMIT\n");
+        let mut child = self.hosts.sites[site.index()]
+            .command("iptables-restore")
+            .args(["-w", "--noflush"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("iptables-restore (apt-get install iptables): {e}"))?;
+        child
+            .stdin
+            .take()
+            .ok_or("no stdin")?
+            .write_all(script.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "iptables-restore in {}: {}\n{script}",
+                site.name(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Acknowledged writes that the Redis of `master` does not have.
+    pub async fn lost_acks(&self, master: Site) -> Result<Vec<Ack>, String> {
+        let acks = self.history.snapshot().acks;
+        let client = redis::Client::open(format!("redis://{}:{REDIS_PORT}/", master.lan()))
+            .map_err(|e| e.to_string())?;
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut lost = Vec::new();
+        for chunk in acks.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for a in chunk {
+                pipe.cmd("EXISTS").arg(&a.key);
+            }
+            let found: Vec<u8> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            lost.extend(
+                chunk
+                    .iter()
+                    .zip(found)
+                    .filter(|(_, f)| *f == 0)
+                    .map(|(a, _)| a.clone()),
+            );
+        }
+        Ok(lost)
+    }
+
+    /// Stop the writers, wait for the cluster to settle, count lost acknowledged writes
+    /// and check the whole history.
+    pub async fn finish(&mut self) -> Report {
+        let (master, _) = self
+            .wait_converged(CONVERGE)
+            .await
+            .unwrap_or_else(|e| panic!("final convergence: {e}"));
+        self.converged_round_recorded().await;
+        self.stop.send_replace(true);
+        // Let writes in flight land before reading the final data.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let lost = self
+            .lost_acks(master)
+            .await
+            .unwrap_or_else(|e| panic!("reading the final master: {e}"));
+        checker::check(
+            &self.history.snapshot(),
+            &Bounds {
+                converge: CONVERGE,
+                ..Bounds::default()
+            },
+            lost,
+        )
+    }
+
+    pub fn dump_logs(&self, lines: usize) {
+        for p in self.agents.iter().chain(self.redis.iter().flatten()) {
+            eprintln!(
+                "===== {} ({}) =====\n{}",
+                p.label(),
+                p.log_path().display(),
+                p.log_tail(lines)
+            );
+        }
+        let records = self.history.snapshot();
+        eprintln!("===== fault events =====");
+        for e in &records.events {
+            eprintln!("{:>9.3}s {:?} {}", e.at.as_secs_f64(), e.kind, e.label);
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        if std::thread::panicking() {
+            self.dump_logs(80);
+            if let Some(dir) = self.dir.take() {
+                eprintln!("logs kept in {}", dir.keep().display());
+            }
+        }
+        for p in self
+            .agents
+            .iter_mut()
+            .chain(self.redis.iter_mut().flatten())
+        {
+            p.kill();
+        }
+    }
+}
+
+fn agent_spec(site: Site, data_dir: &std::path::Path, timing: &[String]) -> Spec {
+    let peers: Vec<String> = Site::ALL
+        .iter()
+        .map(|s| format!("{}:{RAFT_PORT}", s.wan()))
+        .collect();
+    let mut args = vec![
+        format!("--raft-peers={}", peers.join(",")),
+        format!("--raft-advertise={}:{RAFT_PORT}", site.wan()),
+        format!("--raft-bind=0.0.0.0:{RAFT_PORT}"),
+        format!("--api-bind=0.0.0.0:{API_PORT}"),
+        format!("--raft-data-dir={}", data_dir.display()),
+        format!("--site={}", site.name()),
+        format!("--node-name={}", site.name()),
+        "--election-mode=raft".to_string(),
+    ];
+    args.extend(timing.iter().cloned());
+    if site.is_data() {
+        args.extend([
+            "--redis-host=127.0.0.1".to_string(),
+            format!("--redis-port={REDIS_PORT}"),
+            format!("--redis-announce={}:{REDIS_PORT}", site.wan()),
+        ]);
+    } else {
+        args.push("--standalone".to_string());
+    }
+    Spec {
+        program: PathBuf::from(env!("CARGO_BIN_EXE_redis-orchestrator")),
+        args,
+        env: vec![
+            ("SHARED_SECRET".into(), SECRET.into()),
+            ("RUST_LOG".into(), "info,openraft=warn".into()),
+        ],
+    }
+}
+
+/// Every service of every site behind its WAN address.
+fn relay_routes() -> Vec<Route> {
+    let mut routes = Vec::new();
+    for site in Site::ALL {
+        let mut ports = vec![RAFT_PORT, API_PORT];
+        if site.is_data() {
+            ports.push(REDIS_PORT);
+        }
+        for port in ports {
+            routes.push(Route {
+                listen: SocketAddr::new(IpAddr::V4(site.wan()), port),
+                target: SocketAddr::new(IpAddr::V4(site.lan()), port),
+            });
+        }
+    }
+    routes
+}
+
+/// Rules cutting each pair apart: each side drops everything from and to both addresses
+/// (LAN and WAN) of the other, so a connection fails at whichever end starts it.
+fn cut_rules(pairs: &[(Site, Site)]) -> Vec<(Site, Vec<String>)> {
+    let mut per_site: Vec<(Site, Vec<String>)> = Vec::new();
+    for &(x, y) in pairs {
+        for (here, there) in [(x, y), (y, x)] {
+            let rules: Vec<String> = [there.lan(), there.wan()]
+                .iter()
+                .flat_map(|ip| {
+                    [
+                        format!("INPUT -s {ip}/32 -j DROP"),
+                        format!("OUTPUT -d {ip}/32 -j DROP"),
+                    ]
+                })
+                .collect();
+            match per_site.iter_mut().find(|(s, _)| *s == here) {
+                Some((_, existing)) => existing.extend(rules),
+                None => per_site.push((here, rules)),
+            }
+        }
+    }
+    per_site
+}
+
+/// Random loss on packets arriving from another site, in every site: each direction of
+/// each path loses `percent` of its packets once.
+fn loss_rules(percent: u32) -> Vec<(Site, Vec<String>)> {
+    let p = f64::from(percent.min(100)) / 100.0;
+    Site::ALL
+        .into_iter()
+        .map(|here| {
+            let rules = Site::ALL
+                .into_iter()
+                .filter(|&s| s != here)
+                .flat_map(|s| [s.lan(), s.wan()])
+                .map(|ip| {
+                    format!("INPUT -s {ip}/32 -m statistic --mode random --probability {p} -j DROP")
+                })
+                .collect();
+            (here, rules)
+        })
+        .collect()
+}

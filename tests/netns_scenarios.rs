@@ -1,0 +1,529 @@
+//! Partitions, crashes and WAN latency across three sites on one machine.
+//!
+//! Each test builds the seed topology as separate network namespaces (see `netns/mod.rs`),
+//! runs one writer per site, injects one fault, heals it and checks the whole history:
+//! at most one writable master, epochs monotonic and unambiguous, convergence within
+//! [`CONVERGE`] after the heal. They skip loudly where namespaces cannot be created.
+
+mod netns;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use netns::checker::Report;
+use netns::topology::Site;
+use netns::workload::Records;
+use netns::{CONVERGE, DOWN_AFTER, Fault, Harness, LEASE, Options, PROBE, SETTLE};
+use redis_orchestrator::agent::SwitchoverDone;
+use redis_orchestrator::client::ApiClient;
+
+/// Time for writers to reach the master before a fault.
+const WARM_UP: Duration = Duration::from_secs(2);
+/// Time allowed on top of `--down-after` for a failover. When the isolated master is also
+/// the Raft leader, the others first elect a coordinator (up to four times the election
+/// timeout, see [`netns::TIMING`]), and a new coordinator counts silence from its own
+/// leadership; then one report, one commit and one reconcile.
+const FAILOVER_SLACK: Duration = Duration::from_millis(3500);
+/// How late after `--lease` an isolated master may still acknowledge a write: one probe
+/// to notice, one round trip to pause, and a write already in flight.
+const FENCE_SLACK: Duration = Duration::from_millis(500);
+
+fn site_of(v: &redis_orchestrator::http::api::StateView) -> Option<Site> {
+    Site::from_name(&v.name)
+}
+
+/// Epochs any agent reported between two run times.
+fn epochs_between(records: &Records, from: Duration, to: Duration) -> BTreeSet<u64> {
+    records
+        .rounds
+        .iter()
+        .filter(|r| r.at >= from && r.at <= to)
+        .flat_map(|r| r.views.iter().flatten().map(|v| v.epoch))
+        .collect()
+}
+
+/// Longest stretch without any acknowledged write between two run times.
+fn longest_write_gap(records: &Records, from: Duration, to: Duration) -> Duration {
+    let mut times: Vec<Duration> = records
+        .acks
+        .iter()
+        .map(|a| a.at)
+        .filter(|t| *t >= from && *t <= to)
+        .collect();
+    times.sort();
+    let mut edges = vec![from];
+    edges.extend(times);
+    edges.push(to);
+    edges
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+}
+
+/// The Raft leader's site, as the agents report it.
+async fn raft_leader(h: &Harness) -> Option<Site> {
+    h.states()
+        .await
+        .iter()
+        .flatten()
+        .find_map(|v| v.raft_leader.as_deref().and_then(Site::from_name))
+}
+
+/// Settle, then move the Raft leadership to the witness (restart whichever agent leads
+/// until the witness wins an election); the master's site.
+async fn witness_leads(h: &mut Harness) -> Site {
+    let mut m = h.settled(SETTLE).await;
+    for _ in 0..10 {
+        match raft_leader(h).await {
+            Some(Site::C) => {
+                println!("master {}, raft leader site-c", m.name());
+                return m;
+            }
+            Some(leader) => {
+                let kill = h.inject(Fault::KillAgent(leader)).await.expect("kill");
+                // Long enough for the others to elect a leader among themselves.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                h.heal(kill).await.expect("restart");
+                m = h.settled(CONVERGE).await;
+            }
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    panic!("the witness never became Raft leader");
+}
+
+async fn finish_clean(h: &mut Harness, name: &str) -> Report {
+    let report = h.finish().await;
+    println!("--- {name} ---\n{}", report.summary());
+    if !report.ok() {
+        h.dump_logs(60);
+        panic!("{name}: invariants violated:\n{}", report.summary());
+    }
+    report
+}
+
+#[test]
+fn isolating_the_master_site_promotes_the_other_and_fences_the_old() {
+    netns::run(
+        "isolate master site",
+        Options::default(),
+        |mut h| async move {
+            let m = h.settled(SETTLE).await;
+            let r = m.other_data().expect("the master is a data site");
+            h.start_writers();
+            tokio::time::sleep(WARM_UP).await;
+
+            let fault = h.inject(Fault::Isolate(m)).await.expect("isolate");
+            let isolated_at = fault.at;
+            let (promoted_at, _) = h
+                .wait_for(
+                    "the other data site promoted",
+                    DOWN_AFTER + FAILOVER_SLACK + Duration::from_secs(5),
+                    |s| s[r.index()].as_ref().is_some_and(|v| v.is_master),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let took = promoted_at - isolated_at;
+            println!(
+                "{} promoted {} ms after {} was isolated",
+                r.name(),
+                took.as_millis(),
+                m.name()
+            );
+            assert!(
+                took + PROBE * 2 >= DOWN_AFTER,
+                "promoted after {} ms, sooner than --down-after",
+                took.as_millis()
+            );
+            assert!(
+                took <= DOWN_AFTER + FAILOVER_SLACK,
+                "promotion took {} ms",
+                took.as_millis()
+            );
+            // Writers at the promoted site and the witness site now reach the new master.
+            tokio::time::sleep(WARM_UP).await;
+
+            let records = h.history.snapshot();
+            let last_old = records
+                .acks
+                .iter()
+                .filter(|a| a.node == m && a.at >= isolated_at)
+                .map(|a| a.at)
+                .max();
+            if let Some(last) = last_old {
+                let fenced_after = last - isolated_at;
+                println!(
+                    "isolated {} acknowledged its last write {} ms after isolation",
+                    m.name(),
+                    fenced_after.as_millis()
+                );
+                assert!(
+                    fenced_after <= LEASE + FENCE_SLACK,
+                    "isolated master acknowledged writes {} ms after isolation (--lease {} ms)",
+                    fenced_after.as_millis(),
+                    LEASE.as_millis()
+                );
+            }
+            assert!(
+                records.rounds.iter().any(|round| round.at > isolated_at
+                    && round.views[m.index()]
+                        .as_ref()
+                        .is_some_and(|v| v.fenced && !v.is_master)),
+                "the isolated master reported itself fenced"
+            );
+            assert!(
+                records
+                    .acks
+                    .iter()
+                    .any(|a| a.node == r && a.at > promoted_at),
+                "the new master acknowledged writes"
+            );
+
+            h.heal(fault).await.expect("heal");
+            let (master, took) = h
+                .wait_converged(CONVERGE)
+                .await
+                .unwrap_or_else(|e| panic!("after heal: {e}"));
+            println!("converged {} ms after heal", took.as_millis());
+            assert_eq!(master, r, "the old master rejoins as a replica");
+            let report = finish_clean(&mut h, "isolate master site").await;
+            assert_eq!(report.failovers.len(), 1, "exactly one failover");
+        },
+    );
+}
+
+#[test]
+fn isolating_the_witness_changes_nothing() {
+    netns::run("isolate witness", Options::default(), |mut h| async move {
+        // The hard case: the witness is also the coordinator, so cutting it off costs the
+        // cluster its Raft leader too.
+        let m = witness_leads(&mut h).await;
+        h.start_writers();
+        tokio::time::sleep(WARM_UP).await;
+        let fault = h.inject(Fault::Isolate(Site::C)).await.expect("isolate");
+        let at = fault.at;
+        tokio::time::sleep(DOWN_AFTER * 2).await;
+        let healed_at = h.heal(fault).await.expect("heal");
+        let records = h.history.snapshot();
+        let epochs = epochs_between(&records, at, healed_at);
+        assert_eq!(epochs.len(), 1, "no master change: epochs {epochs:?}");
+        let gap = longest_write_gap(&records, at, healed_at);
+        println!(
+            "longest write gap with the witness cut off: {} ms",
+            gap.as_millis()
+        );
+        assert!(
+            gap < LEASE,
+            "writes stalled {} ms with only the witness cut off",
+            gap.as_millis()
+        );
+        assert!(
+            records
+                .rounds
+                .iter()
+                .filter(|r| r.at >= at && r.at <= healed_at)
+                .all(|r| r.views[m.index()].as_ref().is_none_or(|v| !v.fenced)),
+            "the master was never fenced"
+        );
+        let master = h.settled(CONVERGE).await;
+        assert_eq!(master, m);
+        let report = finish_clean(&mut h, "isolate witness").await;
+        assert!(report.failovers.is_empty());
+    });
+}
+
+#[test]
+fn cutting_the_data_sites_apart_keeps_one_master_without_flapping() {
+    netns::run("cut A<->B", Options::default(), |mut h| async move {
+        let m = h.settled(SETTLE).await;
+        let states = h.states().await;
+        let leader = states[0].as_ref().and_then(|v| v.raft_leader.clone());
+        println!("master {}, raft leader {leader:?}", m.name());
+        h.start_writers();
+        tokio::time::sleep(WARM_UP).await;
+        let fault = h.inject(Fault::CutDataSites).await.expect("cut");
+        let at = fault.at;
+        tokio::time::sleep(DOWN_AFTER * 4).await;
+        let healed_at = h.heal(fault).await.expect("heal");
+        let records = h.history.snapshot();
+        let epochs = epochs_between(&records, at, healed_at + CONVERGE);
+        println!("epochs during the cut: {epochs:?}");
+        assert!(
+            epochs.len() <= 2,
+            "at most one failover while A and B cannot see each other: {epochs:?}"
+        );
+        // One writable master at any time is the checker's job; here also check that
+        // the agents' own view never showed two.
+        for round in records.rounds.iter().filter(|r| r.at >= at) {
+            let claims = round.views.iter().flatten().filter(|v| v.is_master).count();
+            assert!(claims <= 1, "two agents claim master at {:?}", round.at);
+        }
+        let (master, took) = h
+            .wait_converged(CONVERGE)
+            .await
+            .unwrap_or_else(|e| panic!("after heal: {e}"));
+        println!(
+            "master after the cut: {} (converged {} ms after heal)",
+            master.name(),
+            took.as_millis()
+        );
+        finish_clean(&mut h, "cut A<->B").await;
+    });
+}
+
+#[test]
+fn fifty_ms_between_sites_for_a_minute_causes_no_failover() {
+    netns::run("WAN latency", Options::default(), |mut h| async move {
+        let m = h.settled(SETTLE).await;
+        h.start_writers();
+        tokio::time::sleep(WARM_UP).await;
+        let fault = h
+            .inject(Fault::Wan {
+                delay: Duration::from_millis(50),
+                loss_percent: 0,
+            })
+            .await
+            .expect("latency");
+        let at = fault.at;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let healed_at = h.heal(fault).await.expect("heal");
+        let records = h.history.snapshot();
+        let epochs = epochs_between(&records, at, healed_at);
+        assert_eq!(epochs.len(), 1, "no failover under latency: {epochs:?}");
+        let slow_acks: Vec<Duration> = records
+            .acks
+            .iter()
+            .filter(|a| a.at > at + Duration::from_secs(1) && a.writer != a.node)
+            .map(|a| a.at - a.sent)
+            .collect();
+        let fastest = slow_acks.iter().min().copied().unwrap_or_default();
+        println!(
+            "{} cross-site acks under latency; fastest round trip {} ms",
+            slow_acks.len(),
+            fastest.as_millis()
+        );
+        assert!(
+            fastest >= Duration::from_millis(95),
+            "the relay delays each direction by 50 ms"
+        );
+        let fenced_rounds = records
+            .rounds
+            .iter()
+            .filter(|r| r.at >= at && r.at <= healed_at)
+            .filter(|r| r.views[m.index()].as_ref().is_some_and(|v| v.fenced))
+            .count();
+        assert_eq!(fenced_rounds, 0, "latency alone never fences the master");
+        assert_eq!(h.settled(CONVERGE).await, m);
+        let report = finish_clean(&mut h, "WAN latency").await;
+        assert!(report.failovers.is_empty());
+    });
+}
+
+#[test]
+fn pausing_the_master_agent_past_down_after_never_gives_two_writable_masters() {
+    netns::run(
+        "pause master agent",
+        Options::default(),
+        |mut h| async move {
+            let m = h.settled(SETTLE).await;
+            h.start_writers();
+            tokio::time::sleep(WARM_UP).await;
+            let fault = h.inject(Fault::PauseAgent(m)).await.expect("SIGSTOP");
+            let at = fault.at;
+            tokio::time::sleep(DOWN_AFTER * 2).await;
+            let healed_at = h.heal(fault).await.expect("SIGCONT");
+            let (master, took) = h
+                .wait_converged(CONVERGE)
+                .await
+                .unwrap_or_else(|e| panic!("after SIGCONT: {e}"));
+            println!(
+                "master {} after SIGCONT of {}'s agent (converged {} ms after heal)",
+                master.name(),
+                m.name(),
+                took.as_millis()
+            );
+            let records = h.history.snapshot();
+            let epochs = epochs_between(&records, at, healed_at);
+            println!("epochs while the agent was stopped: {epochs:?}");
+            finish_clean(&mut h, "pause master agent").await;
+        },
+    );
+}
+
+#[test]
+fn a_planned_switchover_across_sites_loses_no_acknowledged_write() {
+    netns::run(
+        "planned switchover",
+        Options::default(),
+        |mut h| async move {
+            let m = h.settled(SETTLE).await;
+            let target = m.other_data().expect("data site");
+            h.start_writers();
+            tokio::time::sleep(WARM_UP).await;
+            // Over the WAN with 20 ms each way, so the handover waits on real round trips.
+            let wan = h
+                .inject(Fault::Wan {
+                    delay: Duration::from_millis(20),
+                    loss_percent: 0,
+                })
+                .await
+                .expect("latency");
+            // Asked of the witness, which forwards to the coordinator if it is not one.
+            let operator = ApiClient::new(Some(netns::SECRET.as_bytes()), Duration::from_secs(15))
+                .expect("api client");
+            let witness = netns::workload::addr_from(None, Site::C, netns::workload::API_PORT);
+            let done: SwitchoverDone = operator
+                .post(&witness, "/switchover", &serde_json::json!({}))
+                .await
+                .unwrap_or_else(|e| panic!("switchover: {e}"));
+            println!(
+                "switchover {} -> {} at epoch {} took {} ms",
+                done.from, done.to, done.epoch, done.took_ms
+            );
+            assert_eq!(done.to, target.name());
+            tokio::time::sleep(WARM_UP).await;
+            h.heal(wan).await.expect("heal");
+            assert_eq!(h.settled(CONVERGE).await, target);
+            let report = finish_clean(&mut h, "planned switchover").await;
+            assert_eq!(report.failovers.len(), 1);
+            assert!(
+                report.lost.is_empty(),
+                "a planned switchover loses no acknowledged write: {} lost",
+                report.lost.len()
+            );
+        },
+    );
+}
+
+/// Reproduces a liveness gap: with Redis's default `repl-timeout` (60 s) a replica cut off
+/// by dropped packets reports a live link to the old master for up to a minute, and the
+/// coordinator keeps the silent master meanwhile (the old master is fenced: writes stop).
+#[test]
+#[ignore = "known agent bug: failover across a real partition waits for redis repl-timeout"]
+fn isolating_the_master_site_with_default_redis_settings() {
+    netns::run(
+        "isolate master site, default redis",
+        Options::default().redis_defaults(),
+        |mut h| async move {
+            let m = h.settled(SETTLE).await;
+            let r = m.other_data().expect("data site");
+            h.start_writers();
+            tokio::time::sleep(WARM_UP).await;
+            let fault = h.inject(Fault::Isolate(m)).await.expect("isolate");
+            let promoted = h
+                .wait_for(
+                    "the other data site promoted",
+                    DOWN_AFTER + FAILOVER_SLACK,
+                    |s| s[r.index()].as_ref().is_some_and(|v| v.is_master),
+                )
+                .await;
+            let states = h.states().await;
+            let replica_view = states[r.index()].as_ref().map(|v| {
+                (
+                    v.role.clone(),
+                    v.master_link_up,
+                    v.master.clone(),
+                    site_of(v),
+                )
+            });
+            h.heal(fault).await.expect("heal");
+            if let Err(e) = promoted {
+                panic!(
+                    "no failover within --down-after + {} ms of isolating {}; the replica still \
+                     reports (role, link up, master): {replica_view:?}\n{e}",
+                    FAILOVER_SLACK.as_millis(),
+                    m.name()
+                );
+            }
+        },
+    );
+}
+
+/// Reproduces a liveness gap: openraft gives each AppendEntries `--raft-heartbeat` to
+/// complete. With a 100 ms heartbeat and a 100 ms round trip every heartbeat times out, the
+/// leader's quorum acknowledgement ages without bound, no report renews any lease, and the
+/// master fences itself for as long as the latency lasts. Followers still receive the
+/// heartbeats, so nobody starts an election and nothing recovers.
+#[test]
+#[ignore = "known agent bug: --raft-heartbeat at or below the inter-site RTT fences the master"]
+fn fifty_ms_wan_with_a_100ms_heartbeat_keeps_the_master() {
+    netns::run(
+        "WAN latency, 100 ms heartbeat",
+        Options::default()
+            .with("--raft-heartbeat", "100ms")
+            .with("--raft-election-timeout", "400ms"),
+        |mut h| async move {
+            let m = h.settled(SETTLE).await;
+            h.start_writers();
+            tokio::time::sleep(WARM_UP).await;
+            let fault = h
+                .inject(Fault::Wan {
+                    delay: Duration::from_millis(50),
+                    loss_percent: 0,
+                })
+                .await
+                .expect("latency");
+            let at = fault.at;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let healed_at = h.heal(fault).await.expect("heal");
+            let records = h.history.snapshot();
+            let gap = longest_write_gap(&records, at, healed_at);
+            let fenced = records
+                .rounds
+                .iter()
+                .filter(|r| r.at >= at && r.at <= healed_at)
+                .filter(|r| r.views[m.index()].as_ref().is_some_and(|v| v.fenced))
+                .count();
+            assert!(
+                fenced == 0 && gap < LEASE,
+                "the master was fenced in {fenced} of the polls under 50 ms latency; writes \
+                 stopped for {} ms",
+                gap.as_millis()
+            );
+        },
+    );
+}
+
+/// Reproduces a gap in the agent's lease check, which accepts `--lease` above twice
+/// `--raft-election-timeout` plus a probe so that "a Raft leader change never fences a
+/// healthy master". openraft 0.9 makes a follower that knows a leader wait the leader lease
+/// (the maximum election timeout) plus a random election timeout before campaigning, so a
+/// lost leader is replaced only after up to four election timeouts. With the timings below
+/// (accepted by the agent) cutting off the witness while it leads fences the master.
+#[test]
+#[ignore = "known agent bug: the lease check undercounts openraft's re-election time"]
+fn losing_the_witness_as_raft_leader_does_not_fence_the_master() {
+    netns::run(
+        "lose the witness as leader",
+        Options::default()
+            .with("--down-after", "3s")
+            .with("--lease", "1500ms")
+            .with("--raft-election-timeout", "600ms"),
+        |mut h| async move {
+            let m = witness_leads(&mut h).await;
+            h.start_writers();
+            tokio::time::sleep(WARM_UP).await;
+            let fault = h.inject(Fault::Isolate(Site::C)).await.expect("isolate");
+            let at = fault.at;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let healed_at = h.heal(fault).await.expect("heal");
+            let records = h.history.snapshot();
+            let fenced = records
+                .rounds
+                .iter()
+                .filter(|r| r.at >= at && r.at <= healed_at)
+                .filter(|r| r.views[m.index()].as_ref().is_some_and(|v| v.fenced))
+                .count();
+            let gap = longest_write_gap(&records, at, healed_at);
+            assert_eq!(
+                fenced,
+                0,
+                "{} fenced itself in {fenced} polls (writes stopped {} ms) when the witness, \
+                 its Raft leader, was cut off",
+                m.name(),
+                gap.as_millis()
+            );
+        },
+    );
+}
