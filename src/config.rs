@@ -178,7 +178,7 @@ pub struct AgentArgs {
     #[arg(long, value_parser = parse_duration, default_value = "250ms")]
     pub raft_heartbeat: Duration,
     /// Minimum Raft election timeout (the maximum is twice this).
-    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    #[arg(long, value_parser = parse_duration, default_value = "500ms")]
     pub raft_election_timeout: Duration,
 }
 
@@ -449,11 +449,13 @@ impl AgentArgs {
             return Err(err("--probe-interval must be shorter than --lease"));
         }
         // A leader change must not fence a healthy master: the lease has to outlast the
-        // slowest re-election (twice the election timeout) plus one report.
-        let reelection = self.raft_election_timeout * 2 + self.probe_interval;
+        // slowest re-election plus one report. openraft followers wait out the leader's
+        // lease (the maximum election timeout, twice the minimum) and then a random
+        // election timeout (up to twice the minimum again) before campaigning.
+        let reelection = self.raft_election_timeout * 4 + self.raft_heartbeat + self.probe_interval;
         if self.lease <= reelection {
             return Err(err(format!(
-                "--lease ({}) must be longer than twice --raft-election-timeout plus --probe-interval ({}), or every Raft leader change would fence the master",
+                "--lease ({}) must be longer than four --raft-election-timeout plus --raft-heartbeat and --probe-interval ({}), or a Raft leader change could fence the master",
                 crate::duration::format(self.lease),
                 crate::duration::format(reelection)
             )));
@@ -789,7 +791,7 @@ mod tests {
             ),
             (
                 vec![peers, me, "--lease=2s"],
-                "every Raft leader change would fence the master",
+                "a Raft leader change could fence the master",
             ),
             (
                 vec![peers, me, "--lease=4800ms"],

@@ -304,3 +304,23 @@ async fn error_reply_is_a_command_error_and_keeps_the_connection() {
     assert!(matches!(err, RedisError::Command(_)), "{err:?}");
     assert_eq!(probe(&client).await.role, RedisRole::Master);
 }
+
+#[tokio::test]
+async fn tune_replication_sets_the_ping_period_and_timeout() {
+    let server = RedisServer::start();
+    let c = client(server.config());
+    c.tune_replication(Duration::from_secs(1), Duration::from_secs(3))
+        .await
+        .expect("tune");
+    let timeout: Vec<String> = server
+        .query(&["CONFIG", "GET", "repl-timeout"])
+        .expect("get");
+    let ping: Vec<String> = server
+        .query(&["CONFIG", "GET", "repl-ping-replica-period"])
+        .expect("get");
+    assert_eq!(timeout, vec!["repl-timeout".to_string(), "3".to_string()]);
+    assert_eq!(
+        ping,
+        vec!["repl-ping-replica-period".to_string(), "1".to_string()]
+    );
+}

@@ -85,6 +85,8 @@ struct LocalState {
     handover_paused_for: Option<u64>,
     /// Up/down and role of the last report sent, to report a change at once.
     last_reported: Option<(bool, Option<RedisRole>)>,
+    /// run_id of the Redis process whose replication timeouts we already set.
+    tuned_run_id: Option<String>,
 }
 
 pub struct Agent {
@@ -207,6 +209,7 @@ impl Agent {
                 master_offset: None,
                 handover_paused_for: None,
                 last_reported: None,
+                tuned_run_id: None,
             }),
             decide_now: Notify::new(),
             report_rejected_by: Mutex::new(HashSet::new()),
@@ -579,8 +582,34 @@ impl Agent {
         local.last_reported.is_some_and(|last| last != seen)
     }
 
+    /// Replicas must notice a silent (partitioned) master within seconds: the master's
+    /// "no replica sees it" failover rule relies on it, and Redis's default repl-timeout is
+    /// 60 s with a ping only every 10 s. Set once per Redis process.
+    async fn tune_replication(&self, redis: &RedisClient, run_id: &str) {
+        let timeout = Duration::from_secs((self.settings.down_after.as_secs() / 2).max(2));
+        let result = redis
+            .tune_replication(Duration::from_secs(1), timeout)
+            .await;
+        match &result {
+            Ok(()) => info!(
+                repl_timeout_s = timeout.as_secs(),
+                "set repl-ping-replica-period 1 and repl-timeout on the local redis so a partitioned master's link drops quickly"
+            ),
+            Err(e) => {
+                warn!(error = %e, "cannot set repl-timeout on the local redis: a partitioned master is only replaced after Redis's own repl-timeout")
+            }
+        }
+        lock(&self.local).tuned_run_id = Some(run_id.to_string());
+    }
+
     async fn probe(&self, redis: &RedisClient) {
         let result = redis.probe().await;
+        if let Ok(status) = &result {
+            let tuned = lock(&self.local).tuned_run_id.as_deref() == Some(status.run_id.as_str());
+            if !tuned {
+                self.tune_replication(redis, &status.run_id).await;
+            }
+        }
         let now = self.now();
         let mut local = lock(&self.local);
         match result {

@@ -208,6 +208,20 @@ impl RedisNode for RedisClient {
         cmd.arg("UNPAUSE");
         self.run("CLIENT UNPAUSE", &cmd).await
     }
+
+    async fn tune_replication(
+        &self,
+        ping_period: Duration,
+        timeout: Duration,
+    ) -> Result<(), RedisError> {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("SET")
+            .arg("repl-ping-replica-period")
+            .arg(ping_period.as_secs().max(1))
+            .arg("repl-timeout")
+            .arg(timeout.as_secs().max(1));
+        self.run("CONFIG SET repl-timeout", &cmd).await
+    }
 }
 
 /// A failure to get an answer at all: refused when nothing listens,

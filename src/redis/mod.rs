@@ -49,6 +49,12 @@ pub trait RedisNode: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), RedisError>> + Send;
     /// `CLIENT UNPAUSE`.
     fn unpause(&self) -> impl Future<Output = Result<(), RedisError>> + Send;
+    /// `CONFIG SET repl-ping-replica-period <s> repl-timeout <s>` (whole seconds).
+    fn tune_replication(
+        &self,
+        ping_period: Duration,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), RedisError>> + Send;
 }
 
 /// How to reach the local Redis.

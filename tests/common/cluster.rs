@@ -18,12 +18,12 @@ pub const TIMING: &[&str] = &[
     "--probe-interval=100ms",
     "--redis-down-after=300ms",
     "--down-after=3s",
-    "--lease=1500ms",
+    "--lease=2s",
     "--raft-heartbeat=100ms",
     "--raft-election-timeout=400ms",
 ];
 pub const DOWN_AFTER: Duration = Duration::from_secs(3);
-pub const LEASE: Duration = Duration::from_millis(1500);
+pub const LEASE: Duration = Duration::from_secs(2);
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_redis-orchestrator")
