@@ -47,8 +47,11 @@ impl Options {
         let mut systems = Vec::new();
         for d in &self.down_after {
             systems.push(System::Ours(Timing::equal(*d)));
-            if self.ours_fast_crash && scenario == Scenario::Kill {
-                systems.push(System::Ours(Timing::equal_fast_crash(*d)));
+            let fast_crash = Timing::equal_fast_crash(*d);
+            // At 5 s that is exactly the defaults, which run anyway when asked for.
+            let same_as_defaults = self.ours_defaults && *d == Timing::defaults().down_after;
+            if self.ours_fast_crash && scenario == Scenario::Kill && !same_as_defaults {
+                systems.push(System::Ours(fast_crash));
             }
             systems.push(System::Sentinel(SentinelTiming::equal(*d)));
         }
@@ -72,7 +75,13 @@ impl RunDir {
     fn new(opts: &Options, name: &str) -> Result<RunDir> {
         Ok(match &opts.keep_logs {
             Some(base) => {
-                let dir = base.join(name);
+                // A fresh directory: an agent finding Raft state of an earlier run would rejoin it.
+                let mut dir = base.join(name);
+                let mut n = 1;
+                while dir.exists() {
+                    n += 1;
+                    dir = base.join(format!("{name}.{n}"));
+                }
                 std::fs::create_dir_all(&dir)?;
                 RunDir::Kept(dir)
             }
@@ -123,8 +132,7 @@ pub async fn run(
             s @ (Scenario::Kill | Scenario::HostLoss | Scenario::Switchover) => {
                 for system in opts.systems(s) {
                     for run in 1..=opts.runs {
-                        let name =
-                            format!("{}-{}-{}-{run}", s.name(), system.name(), system.config());
+                        let name = format!("{}-{}-{run}", s.name(), system.slug());
                         let dir = RunDir::new(opts, &name)?;
                         let records =
                             match scenario::failover_run(s, &system, ctx, run, dir.path()).await {
@@ -136,7 +144,10 @@ pub async fn run(
                                 }
                                 Err(e) => {
                                     eprintln!("{name}: FAILED: {e:#}");
-                                    vec![failed(s.name(), system.name(), system.config(), run, &e)]
+                                    vec![Record {
+                                        error: Some(format!("{e:#}")),
+                                        ..system.record(s.name(), run)
+                                    }]
                                 }
                             };
                         emit(records, &mut all)?;

@@ -19,7 +19,10 @@ const SECRET: &str = "bench-shared-secret";
 /// Agent flags for one configuration.
 #[derive(Clone, Debug)]
 pub struct Timing {
+    /// The detection timeout (`--down-after`), as the table's config column shows it.
     pub label: String,
+    /// What sets this configuration apart from equal timeouts, if anything.
+    pub variant: Option<String>,
     pub args: Vec<String>,
     /// `--down-after` (silent agent or unreachable Redis).
     pub down_after: Duration,
@@ -29,7 +32,8 @@ impl Timing {
     /// The agent's defaults: `--down-after 5s`, `--redis-down-after 300ms`, probe 200 ms.
     pub fn defaults() -> Timing {
         Timing {
-            label: "default".into(),
+            label: "5s".into(),
+            variant: Some("defaults".into()),
             args: Vec::new(),
             down_after: Duration::from_secs(5),
         }
@@ -42,7 +46,7 @@ impl Timing {
         timing
             .args
             .retain(|a| !a.starts_with("--redis-down-after="));
-        timing.label = format!("{} crash 300ms", timing.label);
+        timing.variant = Some("redis-down-after 300ms".into());
         timing
     }
 
@@ -60,6 +64,7 @@ impl Timing {
         let flag = |name: &str, value: Duration| format!("--{name}={}", fmt_duration(value));
         Timing {
             label: fmt_duration(d),
+            variant: None,
             args: vec![
                 flag("down-after", d),
                 flag("redis-down-after", d),

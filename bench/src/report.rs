@@ -21,6 +21,10 @@ pub struct Record {
     /// Detection timeout (`1s`), `default`, or what a footprint figure is of.
     pub config: String,
     pub run: usize,
+    /// A configuration of one system that differs from the equal-timeout one, e.g.
+    /// `defaults` or `redis-down-after 300ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
     /// For per-process figures: `data agent`, `witness`, `coordinator`, `sentinel`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
@@ -101,7 +105,7 @@ fn fmt_value(metric: &str, v: f64) -> String {
     }
 }
 
-/// (scenario, config, metric) → rows of (system, role) → values, in first-seen order.
+/// (scenario, config, metric) → rows of (system, label) → values, in first-seen order.
 type Groups = Vec<((String, String, String), Vec<((String, String), Vec<f64>)>)>;
 
 fn group(records: &[Record]) -> Groups {
@@ -109,7 +113,14 @@ fn group(records: &[Record]) -> Groups {
     for r in records.iter().filter(|r| r.error.is_none()) {
         for (metric, value) in &r.metrics {
             let key = (r.scenario.clone(), r.config.clone(), metric.clone());
-            let row = (r.system.clone(), r.role.clone().unwrap_or_default());
+            let role = r.role.as_ref().filter(|role| **role != r.system);
+            let who = [Some(&r.system), r.variant.as_ref(), role]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let row = (r.system.clone(), who);
             let index = match groups.iter().position(|(k, _)| *k == key) {
                 Some(i) => i,
                 None => {
@@ -135,7 +146,7 @@ fn group(records: &[Record]) -> Groups {
 /// medians ours/Sentinel where Sentinel was measured in the same scenario and config.
 pub fn table(records: &[Record]) -> String {
     let mut out = format!(
-        "{:<10} {:<18} {:<27} {:<20} {:>3} {:>9} {:>9} {:>9} {:>8}\n",
+        "{:<10} {:<15} {:<25} {:<29} {:>3} {:>9} {:>9} {:>9} {:>8}\n",
         "scenario", "config", "metric", "system", "n", "min", "median", "max", "ours/sen"
     );
     out.push_str(&"-".repeat(out.len().saturating_sub(1)));
@@ -150,7 +161,7 @@ pub fn table(records: &[Record]) -> String {
         let this_group = (scenario.clone(), config.clone());
         let show_group = last_group.as_ref() != Some(&this_group);
         last_group = Some(this_group);
-        for (i, ((system, role), values)) in rows.iter().enumerate() {
+        for (i, ((system, who), values)) in rows.iter().enumerate() {
             let Some((min, median, max)) = stats(values) else {
                 continue;
             };
@@ -158,18 +169,13 @@ pub fn table(records: &[Record]) -> String {
                 Some(s) if system == OURS && s > 0.0 => format!("{:.2}", median / s),
                 _ => String::new(),
             };
-            let who = if role.is_empty() {
-                system.clone()
-            } else {
-                format!("{system} {role}")
-            };
             let (sc, cf, me) = match (i, show_group) {
                 (0, true) => (scenario.as_str(), config.as_str(), metric.as_str()),
                 (0, false) => ("", "", metric.as_str()),
                 _ => ("", "", ""),
             };
             out.push_str(&format!(
-                "{sc:<10} {cf:<18} {me:<27} {who:<20} {:>3} {:>9} {:>9} {:>9} {ratio:>8}\n",
+                "{sc:<10} {cf:<15} {me:<25} {who:<29} {:>3} {:>9} {:>9} {:>9} {ratio:>8}\n",
                 values.len(),
                 fmt_value(metric.as_str(), min),
                 fmt_value(metric.as_str(), median),

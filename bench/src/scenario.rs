@@ -80,6 +80,30 @@ impl System {
         }
     }
 
+    pub fn variant(&self) -> Option<&str> {
+        match self {
+            System::Ours(t) => t.variant.as_deref(),
+            System::Sentinel(t) => t.variant.as_deref(),
+        }
+    }
+
+    /// `ours-1s`, `ours-defaults-5s`: names a run directory.
+    pub fn slug(&self) -> String {
+        let variant = self
+            .variant()
+            .map(|v| format!("{}-", v.replace(' ', "-")))
+            .unwrap_or_default();
+        format!("{}-{variant}{}", self.name(), self.config())
+    }
+
+    /// A record of one run of this system.
+    pub fn record(&self, scenario: &str, run: usize) -> Record {
+        Record {
+            variant: self.variant().map(str::to_string),
+            ..Record::new(scenario, self.name(), self.config(), run)
+        }
+    }
+
     fn detection(&self) -> Duration {
         match self {
             System::Ours(t) => t.down_after,
@@ -294,7 +318,7 @@ pub async fn failover_run(
     let sightings = watcher.finish().await;
     signal("CONT", &stopped).await?;
 
-    let mut record = Record::new(scenario.name(), system.name(), system.config(), run);
+    let mut record = system.record(scenario.name(), run);
     if let Some(reply) = switchover {
         let took = reply
             .await

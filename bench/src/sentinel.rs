@@ -18,6 +18,7 @@ pub const QUORUM: usize = 2;
 #[derive(Clone, Debug)]
 pub struct SentinelTiming {
     pub label: String,
+    pub variant: Option<String>,
     /// `down-after-milliseconds`; `None` keeps Sentinel's default (30 s).
     pub down_after: Option<Duration>,
 }
@@ -26,13 +27,15 @@ impl SentinelTiming {
     pub fn equal(d: Duration) -> SentinelTiming {
         SentinelTiming {
             label: redis_orchestrator::duration::format(d),
+            variant: None,
             down_after: Some(d),
         }
     }
 
     pub fn defaults() -> SentinelTiming {
         SentinelTiming {
-            label: "default".into(),
+            label: "30s".into(),
+            variant: Some("defaults".into()),
             down_after: None,
         }
     }
