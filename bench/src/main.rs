@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bench::report::{JsonLines, table};
+use anyhow::Context;
+use bench::report::{JsonLines, Record, table};
 use bench::scenario::{RunContext, Scenario};
 use bench::{Options, binary};
 use clap::Parser;
@@ -70,10 +71,44 @@ struct Args {
     /// Keep every run's process logs under this directory.
     #[arg(long)]
     keep_logs: Option<PathBuf>,
+    /// Run nothing: print the table of the JSON lines in these files (e.g. earlier runs).
+    #[arg(long, num_args = 1..)]
+    report: Vec<PathBuf>,
+}
+
+fn read_records(files: &[PathBuf]) -> anyhow::Result<Vec<Record>> {
+    let mut records = Vec::new();
+    for file in files {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            records.push(
+                serde_json::from_str(line)
+                    .with_context(|| format!("{} line {}", file.display(), i + 1))?,
+            );
+        }
+    }
+    Ok(records)
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if !args.report.is_empty() {
+        return match read_records(&args.report) {
+            Ok(records) => {
+                println!("{}", table(&records));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // reqwest is built without a default TLS provider; the API client needs one installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let agent_bin = match args.agent_bin.clone() {
@@ -125,7 +160,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let mut sink = |r: &bench::report::Record| json.write(r);
+        let mut sink = |r: &Record| json.write(r);
         tokio::select! {
             result = bench::run(&options, &mut sink) => match result {
                 Ok(records) => {

@@ -59,6 +59,12 @@ impl Proc {
         status_kib(self.pid, "VmRSS")
     }
 
+    /// Resident anonymous memory (heap, stacks): what the process costs beyond the
+    /// file pages of its binary and libraries, which other processes share.
+    pub fn anon_rss_kib(&self) -> Option<u64> {
+        status_kib(self.pid, "RssAnon")
+    }
+
     /// Peak resident set size since the process started.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         status_kib(self.pid, "VmHWM")

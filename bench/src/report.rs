@@ -31,6 +31,9 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<String>,
     pub metrics: BTreeMap<String, f64>,
+    /// UTC times of a failover run's moments (`event`, `first new ack`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub timeline: BTreeMap<String, String>,
     /// Why the run produced no figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -135,6 +138,15 @@ fn group(records: &[Record]) -> Groups {
             }
         }
     }
+    // Scenarios in the order they run (peak RSS of failover runs with the other footprint
+    // figures), keeping first-seen order within each.
+    let rank = |scenario: &str| {
+        ["kill", "host-loss", "switchover", "footprint", "scaling"]
+            .iter()
+            .position(|s| *s == scenario)
+            .unwrap_or(usize::MAX)
+    };
+    groups.sort_by_key(|((scenario, _, _), _)| rank(scenario));
     // Sentinel rows after ours in each group, so a ratio reads down the table.
     for (_, rows) in &mut groups {
         rows.sort_by_key(|((system, _), _)| system != OURS);

@@ -1,7 +1,7 @@
 //! One run of each scenario, on a fresh cluster each time.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,7 @@ pub const OLD_ACKS: &str = "acks on old after event";
 pub const SWITCHOVER_REPLY: &str = "switchover reply ms";
 pub const PEAK_RSS: &str = "peak RSS MiB";
 pub const RSS: &str = "RSS MiB";
+pub const ANON_RSS: &str = "anon RSS MiB";
 pub const CPU: &str = "CPU %";
 pub const BINARY: &str = "size MiB";
 
@@ -222,6 +223,29 @@ impl Cluster {
     }
 }
 
+/// Maps monotonic instants to UTC wall-clock time (as the agents and Redis log it).
+struct WallClock {
+    instant: Instant,
+    system: SystemTime,
+}
+
+impl WallClock {
+    fn now() -> WallClock {
+        WallClock {
+            instant: Instant::now(),
+            system: SystemTime::now(),
+        }
+    }
+
+    fn format(&self, at: Instant) -> String {
+        let wall = match at.checked_duration_since(self.instant) {
+            Some(after) => self.system + after,
+            None => self.system - self.instant.duration_since(at),
+        };
+        humantime::format_rfc3339_millis(wall).to_string()
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -356,6 +380,16 @@ pub async fn failover_run(
         .metric(DISCOVERY, ms(discovered.duration_since(event_at)))
         .metric(LOST, lost as f64)
         .metric(OLD_ACKS, old_after as f64);
+    // Wall-clock times, to lay the run beside the agents' and sentinels' logs.
+    let clock = WallClock::now();
+    for (what, at) in [
+        ("last ack before", last_before.at),
+        ("event", event_at),
+        ("discovery", discovered),
+        ("first new ack", first_new.at),
+    ] {
+        record.timeline.insert(what.into(), clock.format(at));
+    }
 
     let peak_rss = cluster
         .watched()
@@ -392,11 +426,29 @@ async fn count_missing(addr: &str, acks: &[Ack]) -> Result<u64> {
     Ok(missing)
 }
 
-/// CPU % of one core and RSS of each process over `window`.
-async fn sample_idle(
-    procs: &[(String, &Proc)],
-    window: Duration,
-) -> Vec<(String, String, f64, f64)> {
+/// One process over an idle window.
+struct IdleSample {
+    role: String,
+    label: String,
+    /// Percent of one core.
+    cpu: f64,
+    rss: f64,
+    /// The private part of `rss`: heap and stacks, not the shared binary and libraries.
+    anon: f64,
+}
+
+impl IdleSample {
+    fn record(&self, scenario: &str, system: &str, config: &str, run: usize) -> Record {
+        Record::new(scenario, system, config, run)
+            .with_role(&self.role, &self.label)
+            .metric(RSS, self.rss)
+            .metric(ANON_RSS, self.anon)
+            .metric(CPU, self.cpu)
+    }
+}
+
+/// CPU and memory of each process over `window`; fails if one of them exits.
+async fn sample_idle(procs: &[(String, &Proc)], window: Duration) -> Result<Vec<IdleSample>> {
     let ticks_per_second = clock_ticks_per_second() as f64;
     let before: Vec<Option<u64>> = procs.iter().map(|(_, p)| p.cpu_ticks()).collect();
     let started = Instant::now();
@@ -405,10 +457,18 @@ async fn sample_idle(
     procs
         .iter()
         .zip(before)
-        .filter_map(|((role, p), t0)| {
-            let used = p.cpu_ticks()?.checked_sub(t0?)? as f64 / ticks_per_second;
-            let rss = mib(p.rss_kib()?);
-            Some((role.clone(), p.label.clone(), used / elapsed * 100.0, rss))
+        .map(|((role, p), t0)| {
+            let sample = (|| {
+                let used = p.cpu_ticks()?.checked_sub(t0?)? as f64 / ticks_per_second;
+                Some(IdleSample {
+                    role: role.clone(),
+                    label: p.label.clone(),
+                    cpu: used / elapsed * 100.0,
+                    rss: mib(p.rss_kib()?),
+                    anon: mib(p.anon_rss_kib()?),
+                })
+            })();
+            sample.ok_or_else(|| anyhow!("{} exited during the idle window", p.label))
         })
         .collect()
 }
@@ -433,19 +493,11 @@ pub async fn footprint_run(ctx: &RunContext, run: usize, dir: &Path) -> Result<V
             });
         }
     }
-    let samples = sample_idle(&procs, ctx.idle_window).await;
-    if samples.len() != procs.len() {
-        bail!("a process exited during the idle window");
-    }
+    let samples = sample_idle(&procs, ctx.idle_window).await?;
     Ok(samples
-        .into_iter()
+        .iter()
         .zip(systems)
-        .map(|((role, label, cpu, rss), system)| {
-            Record::new("footprint", system, "idle (defaults)", run)
-                .with_role(&role, &label)
-                .metric(RSS, rss)
-                .metric(CPU, cpu)
-        })
+        .map(|(sample, system)| sample.record("footprint", system, "idle (defaults)", run))
         .collect())
 }
 
@@ -495,18 +547,10 @@ pub async fn scaling_run(
             (role.to_string(), &n.agent)
         })
         .collect();
-    let samples = sample_idle(&procs, ctx.idle_window).await;
-    if samples.len() != procs.len() {
-        bail!("an agent exited during the idle window");
-    }
+    let samples = sample_idle(&procs, ctx.idle_window).await?;
     let config = format!("{data_nodes} data nodes");
     Ok(samples
-        .into_iter()
-        .map(|(role, label, cpu, rss)| {
-            Record::new("scaling", OURS, &config, run)
-                .with_role(&role, &label)
-                .metric(RSS, rss)
-                .metric(CPU, cpu)
-        })
+        .iter()
+        .map(|sample| sample.record("scaling", OURS, &config, run))
         .collect())
 }
