@@ -1,0 +1,118 @@
+//! One short run of every scenario against real processes: the benchmark produces
+//! sane figures for both systems, and our planned switchover loses no acknowledged write.
+
+use std::time::Duration;
+
+use bench::report::{OURS, Record, SENTINEL, table};
+use bench::scenario::{BINARY, CPU, DISCOVERY, LOST, RSS, RunContext, Scenario, WRITE_UNAVAILABLE};
+use bench::{Options, binary};
+
+fn find<'a>(records: &'a [Record], scenario: &str, system: &str) -> &'a Record {
+    records
+        .iter()
+        .find(|r| r.scenario == scenario && r.system == system && r.role.is_none())
+        .unwrap_or_else(|| panic!("no {scenario} record for {system}: {records:#?}"))
+}
+
+fn metric(r: &Record, name: &str) -> f64 {
+    *r.metrics
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} missing in {r:?}"))
+}
+
+#[test]
+fn one_short_run_of_every_scenario() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // The debug agent next to this test, rebuilt first if its sources changed.
+    let agent_bin = binary::agent_binary("debug", true).expect("agent binary");
+    let options = Options {
+        context: RunContext {
+            agent_bin,
+            io_timeout: Duration::from_millis(100),
+            warmup: Duration::from_millis(500),
+            idle_window: Duration::from_secs(2),
+            // A silent master is noticed by its replica after repl-timeout; keep it short.
+            redis_args: vec!["--repl-timeout".into(), "3".into()],
+        },
+        runs: 1,
+        scenarios: vec![
+            Scenario::Kill,
+            Scenario::HostLoss,
+            Scenario::Switchover,
+            Scenario::Footprint,
+            Scenario::Scaling,
+        ],
+        down_after: vec![Duration::from_secs(1)],
+        ours_defaults: false,
+        ours_fast_crash: false,
+        sentinel_defaults: false,
+        scaling: vec![2, 4],
+        keep_logs: None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut sink = |_: &Record| Ok(());
+    let records = runtime
+        .block_on(bench::run(&options, &mut sink))
+        .expect("benchmark");
+    println!("{}", table(&records));
+
+    let failed: Vec<&Record> = records.iter().filter(|r| r.error.is_some()).collect();
+    assert!(failed.is_empty(), "failed runs: {failed:#?}");
+    for scenario in ["kill", "host-loss", "switchover"] {
+        for system in [OURS, SENTINEL] {
+            let r = find(&records, scenario, system);
+            for name in [WRITE_UNAVAILABLE, DISCOVERY] {
+                let v = metric(r, name);
+                assert!(v > 0.0 && v < 60_000.0, "{scenario} {system} {name} = {v}");
+            }
+            assert!(metric(r, LOST) >= 0.0);
+        }
+    }
+    assert_eq!(
+        metric(find(&records, "switchover", OURS), LOST),
+        0.0,
+        "our planned switchover lost acknowledged writes"
+    );
+
+    let idle = |role: &str| {
+        records
+            .iter()
+            .filter(|r| r.config == "idle (defaults)" && r.role.as_deref() == Some(role))
+            .collect::<Vec<_>>()
+    };
+    for (role, count) in [("data agent", 2), ("witness", 1), ("sentinel", 3)] {
+        let measured = idle(role);
+        assert_eq!(measured.len(), count, "idle {role}: {measured:#?}");
+        for r in measured {
+            assert!(metric(r, RSS) > 1.0 && metric(r, CPU) >= 0.0, "{r:?}");
+        }
+    }
+    for system in [OURS, SENTINEL] {
+        let size = records
+            .iter()
+            .find(|r| r.config == "binary" && r.system == system)
+            .map(|r| metric(r, BINARY));
+        assert!(
+            size.is_some_and(|s| s > 0.1),
+            "{system} binary size {size:?}"
+        );
+    }
+    for n in [2, 4] {
+        let agents: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.scenario == "scaling" && r.config == format!("{n} data nodes"))
+            .collect();
+        assert_eq!(agents.len(), n + 1, "{n} data agents and the witness");
+        assert_eq!(
+            agents
+                .iter()
+                .filter(|r| r.role.as_deref() == Some("coordinator"))
+                .count(),
+            1
+        );
+    }
+}
