@@ -448,7 +448,12 @@ pub async fn run(args: DemoArgs) -> ExitCode {
                 }
             }
         }
-        if tty || last_print.elapsed() >= Duration::from_secs(2) {
+        let refresh = if tty {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(2)
+        };
+        if last_print.elapsed() >= refresh {
             last_print = Instant::now();
             print!("{}", render(&views, &lock(&stats), &events, tty));
         }
