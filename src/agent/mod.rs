@@ -505,6 +505,9 @@ impl Agent {
             if let Some(redis) = &self.redis {
                 self.probe(redis).await;
             }
+            // A shorter period (a switchover began, Redis went down) applies at once, not
+            // after the deadline set under the longer one.
+            next_report = next_report.min(tokio::time::Instant::now() + period);
             // Report every period, and at once when our Redis changed role or went up/down.
             if tokio::time::Instant::now() >= next_report || self.observation_changed() {
                 next_report = tokio::time::Instant::now() + period;
