@@ -189,24 +189,6 @@ fn epochs_seen(records: &Records, from: Duration, to: Duration) -> usize {
     epochs.len()
 }
 
-fn longest_gap(records: &Records, from: Duration, to: Duration) -> Duration {
-    let mut times: Vec<Duration> = records
-        .acks
-        .iter()
-        .map(|a| a.at)
-        .filter(|t| *t >= from && *t <= to)
-        .collect();
-    times.sort();
-    let mut edges = vec![from];
-    edges.extend(times);
-    edges.push(to);
-    edges
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default()
-}
-
 fn table(outcomes: &[Outcome], records: &Records) -> String {
     let mut rows: BTreeMap<&'static str, KindRow> = BTreeMap::new();
     for o in outcomes {
@@ -216,7 +198,7 @@ fn table(outcomes: &[Outcome], records: &Records) -> String {
         let until = o.converged_after.map_or(o.settled_at, |c| o.healed_at + c);
         row.max_unavailable = row
             .max_unavailable
-            .max(longest_gap(records, o.injected_at, until));
+            .max(records.longest_write_gap(o.injected_at, until));
         match o.converged_after {
             Some(c) => row.max_converge = row.max_converge.max(c),
             None => row.not_converged += 1,

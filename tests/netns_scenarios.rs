@@ -42,25 +42,6 @@ fn epochs_between(records: &Records, from: Duration, to: Duration) -> BTreeSet<u
         .collect()
 }
 
-/// Longest stretch without any acknowledged write between two run times.
-fn longest_write_gap(records: &Records, from: Duration, to: Duration) -> Duration {
-    let mut times: Vec<Duration> = records
-        .acks
-        .iter()
-        .map(|a| a.at)
-        .filter(|t| *t >= from && *t <= to)
-        .collect();
-    times.sort();
-    let mut edges = vec![from];
-    edges.extend(times);
-    edges.push(to);
-    edges
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default()
-}
-
 /// The Raft leader's site, as the agents report it.
 async fn raft_leader(h: &Harness) -> Option<Site> {
     h.states()
@@ -208,7 +189,7 @@ fn isolating_the_witness_changes_nothing() {
         let records = h.history.snapshot();
         let epochs = epochs_between(&records, at, healed_at);
         assert_eq!(epochs.len(), 1, "no master change: epochs {epochs:?}");
-        let gap = longest_write_gap(&records, at, healed_at);
+        let gap = records.longest_write_gap(at, healed_at);
         println!(
             "longest write gap with the witness cut off: {} ms",
             gap.as_millis()
@@ -467,7 +448,7 @@ fn fifty_ms_wan_with_a_100ms_heartbeat_keeps_the_master() {
             tokio::time::sleep(Duration::from_secs(10)).await;
             let healed_at = h.heal(fault).await.expect("heal");
             let records = h.history.snapshot();
-            let gap = longest_write_gap(&records, at, healed_at);
+            let gap = records.longest_write_gap(at, healed_at);
             let fenced = records
                 .rounds
                 .iter()
@@ -512,7 +493,7 @@ fn losing_the_witness_as_raft_leader_does_not_fence_the_master() {
                 .filter(|r| r.at >= at && r.at <= healed_at)
                 .filter(|r| r.views[m.index()].as_ref().is_some_and(|v| v.fenced))
                 .count();
-            let gap = longest_write_gap(&records, at, healed_at);
+            let gap = records.longest_write_gap(at, healed_at);
             assert_eq!(
                 fenced,
                 0,

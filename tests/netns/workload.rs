@@ -95,6 +95,27 @@ pub struct Records {
     pub events: Vec<Event>,
 }
 
+impl Records {
+    /// Longest stretch without any acknowledged write between two run times.
+    pub fn longest_write_gap(&self, from: Duration, to: Duration) -> Duration {
+        let mut times: Vec<Duration> = self
+            .acks
+            .iter()
+            .map(|a| a.at)
+            .filter(|t| *t >= from && *t <= to)
+            .collect();
+        times.sort();
+        let mut edges = vec![from];
+        edges.extend(times);
+        edges.push(to);
+        edges
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
+    }
+}
+
 /// Everything observed during a run.
 pub struct History {
     t0: Instant,
