@@ -897,11 +897,6 @@ impl Agent {
         }
     }
 
-    /// The coordinator's latest reports (empty unless this node is leader).
-    pub fn reports(&self) -> BTreeMap<NodeId, ReceivedReport> {
-        lock(&self.coordinator).reports.clone()
-    }
-
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             warn!(error = %e, "raft shutdown");
