@@ -17,6 +17,7 @@ use axum::routing::post;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ServerState};
 use redis_orchestrator::auth::{self, SignedHeaders, Verifier};
+use redis_orchestrator::client::SignedClient;
 use redis_orchestrator::consensus::{
     PeerNetwork, Raft, RpcKind, ServeRpcError, StateMachineStore, open_storage, serve_rpc,
 };
@@ -112,7 +113,7 @@ async fn start_cluster(secrets: &[&[u8]]) -> Vec<TestNode> {
     for ((listener, secret), id) in listeners.into_iter().zip(secrets).zip(1..) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (log, sm) = open_storage(dir.path()).await.expect("storage");
-        let net = PeerNetwork::new(Some(Arc::from(*secret))).expect("client");
+        let net = PeerNetwork::new(SignedClient::new(Some(secret), None).expect("client"));
         let raft = Raft::new(
             id,
             common::raft::fast_config(100, 400),
@@ -392,7 +393,7 @@ async fn garbage_requests_are_bad_requests() {
     common::raft::install_crypto();
     let dir = tempfile::tempdir().expect("tempdir");
     let (log, sm) = open_storage(dir.path()).await.expect("storage");
-    let net = PeerNetwork::new(None).expect("client");
+    let net = PeerNetwork::new(SignedClient::new(None, None).expect("client"));
     let raft = Raft::new(1, common::raft::fast_config(100, 400), net, log, sm)
         .await
         .expect("raft");
