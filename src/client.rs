@@ -20,7 +20,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// Nothing accepted the connection (peer down, not deployed yet, wrong address).
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot reach agent at {addr}: {source}")]
     Connect {
         addr: String,
         source: reqwest::Error,
