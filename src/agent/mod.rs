@@ -762,7 +762,9 @@ impl Agent {
                 || plan.actions.iter().any(|a| {
                     matches!(
                         a,
-                        LocalAction::PauseWrites | LocalAction::ReplicateFrom { .. }
+                        LocalAction::PauseWrites
+                            | LocalAction::ReplicateFrom { .. }
+                            | LocalAction::Demote { .. }
                     )
                 });
             let facts = RoleFacts {
@@ -792,16 +794,21 @@ impl Agent {
                 local.last_plan_reason = plan.reason.clone();
             }
         }
-        let changes_role = plan
-            .actions
-            .iter()
-            .any(|a| matches!(a, LocalAction::Promote | LocalAction::ReplicateFrom { .. }));
+        let changes_role = plan.actions.iter().any(|a| {
+            matches!(
+                a,
+                LocalAction::Promote
+                    | LocalAction::ReplicateFrom { .. }
+                    | LocalAction::Demote { .. }
+            )
+        });
         for action in plan.actions {
             let result = match &action {
                 LocalAction::Promote => redis.promote().await,
                 LocalAction::ReplicateFrom { host, port } => {
                     redis.replicate_from(host, *port).await
                 }
+                LocalAction::Demote { host, port } => redis.demote(host, *port).await,
                 LocalAction::PauseWrites => redis.pause_writes(self.fence_pause()).await,
                 LocalAction::Unpause => redis.unpause().await,
             };
@@ -814,6 +821,9 @@ impl Agent {
                         }
                         LocalAction::ReplicateFrom { host, port } => {
                             info!(epoch = state.epoch, master = %state.master_member().map_or("?", |m| m.name.as_str()), %host, port, "local redis now replicates from the master")
+                        }
+                        LocalAction::Demote { host, port } => {
+                            info!(epoch = state.epoch, master = %state.master_member().map_or("?", |m| m.name.as_str()), %host, port, "local redis demoted; its client connections closed")
                         }
                         LocalAction::PauseWrites => {
                             // During a switchover, a pause of the master's writes makes the
