@@ -344,10 +344,14 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                 local.last_plan_reason = plan.reason.clone();
             }
         }
-        let changes_role = plan
-            .actions
-            .iter()
-            .any(|a| matches!(a, LocalAction::Promote | LocalAction::ReplicateFrom { .. }));
+        let changes_role = plan.actions.iter().any(|a| {
+            matches!(
+                a,
+                LocalAction::Promote
+                    | LocalAction::ReplicateFrom { .. }
+                    | LocalAction::Demote { .. }
+            )
+        });
         let pause = Duration::from_millis(fence_pause(millis(self.config.down_after)).0);
         for action in plan.actions {
             let result = match &action {
@@ -355,6 +359,7 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                 LocalAction::ReplicateFrom { host, port } => {
                     redis.replicate_from(host, *port).await
                 }
+                LocalAction::Demote { host, port } => redis.demote(host, *port).await,
                 LocalAction::PauseWrites => redis.pause_writes(pause).await,
                 LocalAction::Unpause => redis.unpause().await,
             };
@@ -377,6 +382,9 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
             LocalAction::Promote => info!(epoch = state.epoch, "promoted local redis to master"),
             LocalAction::ReplicateFrom { host, port } => {
                 info!(epoch = state.epoch, master = %state.master_member().map_or("?", |m| m.name.as_str()), %host, port, "local redis now replicates from the master")
+            }
+            LocalAction::Demote { host, port } => {
+                info!(epoch = state.epoch, master = %state.master_member().map_or("?", |m| m.name.as_str()), %host, port, "local redis demoted; its client connections closed")
             }
             LocalAction::PauseWrites => {
                 // During a switchover, a pause of the master's writes makes the offset we

@@ -121,6 +121,16 @@ impl RedisNode for FakeRedis {
         Ok(())
     }
 
+    async fn demote(&self, host: &str, port: u16) -> Result<(), RedisError> {
+        let mut s = self.command(format!(
+            "MULTI REPLICAOF {host} {port}; CLIENT KILL TYPE normal; CLIENT KILL TYPE pubsub EXEC"
+        ))?;
+        s.role = RedisRole::Replica;
+        s.master_addr = Some(crate::addr::join_host_port(host, port));
+        s.link_up = true;
+        Ok(())
+    }
+
     async fn pause_writes(&self, duration: Duration) -> Result<(), RedisError> {
         let mut s = self.command(format!("CLIENT PAUSE {} WRITE", duration.as_millis()))?;
         s.paused = Some(duration);
