@@ -53,6 +53,10 @@ pub struct Coordinator {
     pub(super) switchover_wait: Duration,
     heard: Mutex<Heard>,
     pub(super) decide_now: Notify,
+    /// Held from snapshot to commit by each decision and operator request, so none commits
+    /// on a view another has just made stale (a removed member's cached report must not
+    /// register it again after its removal).
+    pub(super) turn: tokio::sync::Mutex<()>,
 }
 
 impl Coordinator {
@@ -71,6 +75,7 @@ impl Coordinator {
             switchover_wait,
             heard: Mutex::new(Heard::default()),
             decide_now: Notify::new(),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -181,6 +186,7 @@ impl Coordinator {
 
     /// One decision over one snapshot; commits what it returns, in order.
     pub async fn decide_once<C: Consensus>(&self, consensus: &C) {
+        let _turn = self.turn.lock().await;
         let Some((reports, state)) = self.snapshot(&consensus.facts(), consensus.state()) else {
             return;
         };
