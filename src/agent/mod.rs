@@ -30,7 +30,7 @@ use crate::decide::{Policy, ReceivedReport, Reports, decide};
 use crate::kube::{ClusterApi, RoleFacts, desired_role_label};
 use crate::model::{
     ClusterState, Command, CommandResponse, DownKind, Member, MemberKind, Millis, NodeId,
-    NodeReport, RedisHealth, RedisRole, ReportAck,
+    MemberHealth, NodeReport, RedisHealth, RedisRole, ReportAck,
 };
 use crate::redis::RedisNode;
 use crate::redis::client::RedisClient;
@@ -87,6 +87,8 @@ struct LocalState {
     last_reported: Option<(bool, Option<RedisRole>)>,
     /// run_id of the Redis process whose replication timeouts we already set.
     tuned_run_id: Option<String>,
+    /// The coordinator's member health from its last confirmed ack, and when it came.
+    cluster_health: Option<(Millis, BTreeMap<NodeId, MemberHealth>)>,
 }
 
 pub struct Agent {
@@ -210,6 +212,7 @@ impl Agent {
                 handover_paused_for: None,
                 last_reported: None,
                 tuned_run_id: None,
+                cluster_health: None,
             }),
             decide_now: Notify::new(),
             report_rejected_by: Mutex::new(HashSet::new()),
@@ -224,14 +227,11 @@ impl Agent {
         tokio::spawn(agent.clone().report_loop());
         tokio::spawn(agent.clone().decide_loop());
         if let Some(listener) = sentinel_listener {
-            let (view_tx, view_rx) = watch::channel(agent.sentinel_view());
+            let first = agent.sentinel_view(&Default::default());
+            let (view_tx, view_rx) = watch::channel(first);
             let config = crate::sentinel::SentinelConfig {
                 master_name: agent.settings.sentinel_master_name.clone(),
-                password: agent
-                    .settings
-                    .redis
-                    .as_ref()
-                    .and_then(|r| r.password.clone()),
+                password: agent.settings.sentinel_password.clone(),
             };
             info!(addr = %agent.settings.sentinel_bind.map_or_else(String::new, |a| a.to_string()), "serving the Sentinel-compatible endpoint");
             tokio::spawn(crate::sentinel::serve(listener, config, view_rx));
@@ -304,6 +304,7 @@ impl Agent {
             raft_addr: s.me.addr.clone(),
             priority: s.priority,
             no_promote: s.no_promote,
+            sentinel_addr: s.sentinel_announce.clone(),
         }
     }
 
@@ -356,11 +357,16 @@ impl Agent {
             );
             self.decide_now.notify_one();
         }
+        let health = match quorum_ack_age_ms {
+            Some(_) => crate::sentinel::health_summary(&view.reports, self.now()),
+            None => BTreeMap::new(),
+        };
         Ok(ReportAck {
             quorum_ack_age_ms,
             epoch: state.epoch,
             master: state.master,
             master_offset,
+            health,
         })
     }
 
@@ -689,6 +695,9 @@ impl Agent {
                     local.contact_at = Some(local.contact_at.map_or(contact, |c| c.max(contact)));
                 }
                 local.master_offset = ack.master_offset;
+                if ack.quorum_ack_age_ms.is_some() {
+                    local.cluster_health = Some((self.now(), ack.health));
+                }
             }
             Err(e) => {
                 self.metrics
@@ -850,15 +859,34 @@ impl Agent {
     }
 
     /// What the Sentinel endpoint serves: the committed master, flagged stale while this
-    /// agent has no confirmed quorum contact (it may not know of a newer master).
-    fn sentinel_view(&self) -> crate::sentinel::SentinelView {
-        let mut view = crate::sentinel::view_from_state(&self.cluster_state());
+    /// agent has no confirmed quorum contact (it may not know of a newer master), and the
+    /// coordinator's member health from the last ack.
+    fn sentinel_view(
+        &self,
+        previous: &crate::sentinel::SentinelView,
+    ) -> crate::sentinel::SentinelView {
         let lease = millis(self.settings.lease);
-        view.stale = self
-            .local_snapshot()
-            .contact_age
-            .is_none_or(|age| age > lease);
-        view
+        let metrics = self.raft.metrics().borrow().clone();
+        let (health_age, health) = lock(&self.local)
+            .cluster_health
+            .clone()
+            .map_or((Millis(0), BTreeMap::new()), |(at, h)| (self.now().since(at), h));
+        let facts = crate::sentinel::SentinelFacts {
+            now: Instant::now(),
+            own: self.settings.me.id,
+            coordinator: metrics.current_leader,
+            voters: metrics.membership_config.membership().voter_ids().count(),
+            health,
+            health_age: Duration::from_millis(health_age.0),
+            stale: self
+                .local_snapshot()
+                .contact_age
+                .is_none_or(|age| age > lease),
+            redis_down_after: self.settings.redis_down_after,
+            down_after: self.settings.down_after,
+            failover_timeout: self.settings.switchover_timeout,
+        };
+        crate::sentinel::build_view(&self.cluster_state(), &facts, previous)
     }
 
     async fn feed_sentinel(self: Arc<Self>, views: watch::Sender<crate::sentinel::SentinelView>) {
@@ -873,7 +901,7 @@ impl Agent {
                     }
                 }
             }
-            let fresh = self.sentinel_view();
+            let fresh = self.sentinel_view(&views.borrow());
             views.send_if_modified(|current| {
                 let changed = *current != fresh;
                 if changed {

@@ -241,6 +241,7 @@ mod tests {
             raft_addr: format!("{name}:7000"),
             priority: 0,
             no_promote: false,
+            sentinel_addr: None,
         }
     }
 
