@@ -550,9 +550,8 @@ impl AgentArgs {
             }
             (Some(bind), "") => Some(join_host_port(&bind.ip().to_string(), bind.port())),
             (Some(bind), announce) => {
-                let (h, p) = split_host_port(announce, bind.port()).map_err(|e| {
-                    err(format!("bad --sentinel-announce {announce:?}: {e}"))
-                })?;
+                let (h, p) = split_host_port(announce, bind.port())
+                    .map_err(|e| err(format!("bad --sentinel-announce {announce:?}: {e}")))?;
                 Some(join_host_port(&h, p))
             }
         };
@@ -881,7 +880,10 @@ mod tests {
             "--sentinel-announce=sentinel.example",
         ])
         .expect("witness");
-        assert_eq!(s.sentinel_announce.as_deref(), Some("sentinel.example:26379"));
+        assert_eq!(
+            s.sentinel_announce.as_deref(),
+            Some("sentinel.example:26379")
+        );
         assert_eq!(s.sentinel_password.as_deref(), Some("s"), "the witness too");
     }
 

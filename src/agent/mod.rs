@@ -29,8 +29,8 @@ use crate::decide::local::{LocalAction, LocalView, plan_local};
 use crate::decide::{Policy, ReceivedReport, Reports, decide};
 use crate::kube::{ClusterApi, RoleFacts, desired_role_label};
 use crate::model::{
-    ClusterState, Command, CommandResponse, DownKind, Member, MemberKind, Millis, NodeId,
-    MemberHealth, NodeReport, RedisHealth, RedisRole, ReportAck,
+    ClusterState, Command, CommandResponse, DownKind, Member, MemberHealth, MemberKind, Millis,
+    NodeId, NodeReport, RedisHealth, RedisRole, ReportAck,
 };
 use crate::redis::RedisNode;
 use crate::redis::client::RedisClient;
@@ -870,7 +870,9 @@ impl Agent {
         let (health_age, health) = lock(&self.local)
             .cluster_health
             .clone()
-            .map_or((Millis(0), BTreeMap::new()), |(at, h)| (self.now().since(at), h));
+            .map_or((Millis(0), BTreeMap::new()), |(at, h)| {
+                (self.now().since(at), h)
+            });
         let facts = crate::sentinel::SentinelFacts {
             now: Instant::now(),
             own: self.settings.me.id,

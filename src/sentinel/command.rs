@@ -125,7 +125,11 @@ pub fn handle(session: &mut Session, ctx: &Context<'_>, args: &[Vec<u8>]) -> Out
     info.last_active = ctx.now;
     info.cmd = String::from_utf8_lossy(&command).into_owned();
     if let Some(sub) = rest.first().filter(|_| has_subcommands(&command)) {
-        info.cmd = format!("{}|{}", info.cmd, String::from_utf8_lossy(sub).to_lowercase());
+        info.cmd = format!(
+            "{}|{}",
+            info.cmd,
+            String::from_utf8_lossy(sub).to_lowercase()
+        );
     }
     let outcome = dispatch(session, ctx, &command, name, rest);
     let info = &mut session.info;
@@ -397,21 +401,23 @@ fn client(session: &mut Session, ctx: &Context<'_>, rest: &[Vec<u8>]) -> Outcome
                 session.info.lib_ver = String::from_utf8_lossy(value).into_owned();
                 Reply::ok()
             }
-            _ => Reply::error(format!(
-                "ERR Unrecognized option '{}'",
-                echo(attr)
-            )),
+            _ => Reply::error(format!("ERR Unrecognized option '{}'", echo(attr))),
         },
         // Eviction and touch hints change nothing here.
-        (b"no-evict" | b"no-touch", [on]) if matches!(on.to_ascii_lowercase().as_slice(), b"on" | b"off") => {
+        (b"no-evict" | b"no-touch", [on])
+            if matches!(on.to_ascii_lowercase().as_slice(), b"on" | b"off") =>
+        {
             Reply::ok()
         }
         (b"no-evict" | b"no-touch", [_]) => Reply::error("ERR syntax error"),
         (b"info", []) => Reply::bulk(format!("{}\n", session.info.line(ctx.now))),
         (b"list", _) => return Outcome::reply(client_list(session, ctx, args)),
         (b"kill", [_, ..]) => return client_kill(session, ctx, args),
-        (b"setname" | b"getname" | b"id" | b"setinfo" | b"no-evict" | b"no-touch" | b"info"
-        | b"kill", _) => return arity(),
+        (
+            b"setname" | b"getname" | b"id" | b"setinfo" | b"no-evict" | b"no-touch" | b"info"
+            | b"kill",
+            _,
+        ) => return arity(),
         _ => Reply::error(format!(
             "ERR unknown subcommand '{}'. Try CLIENT HELP.",
             echo(given)
@@ -440,7 +446,12 @@ fn client_list(session: &Session, ctx: &Context<'_>, args: &[Vec<u8>]) -> Reply 
         [t, name] if t.eq_ignore_ascii_case(b"type") => match client_type(name) {
             Ok(pubsub) => kind = Some(pubsub),
             // Replica and master connections exist on Redis, never here.
-            Err(_) if matches!(name.to_ascii_lowercase().as_slice(), b"replica" | b"slave" | b"master") => {
+            Err(_)
+                if matches!(
+                    name.to_ascii_lowercase().as_slice(),
+                    b"replica" | b"slave" | b"master"
+                ) =>
+            {
                 return Reply::bulk("");
             }
             Err(e) => return e,
@@ -500,9 +511,7 @@ fn client_kill(session: &Session, ctx: &Context<'_>, args: &[Vec<u8>]) -> Outcom
             b"id" => match text.parse::<u64>() {
                 Ok(id) => filters.push(Box::new(move |c| c.id == id)),
                 Err(_) => {
-                    return Outcome::reply(Reply::error(
-                        "ERR client-id should be greater than 0",
-                    ));
+                    return Outcome::reply(Reply::error("ERR client-id should be greater than 0"));
                 }
             },
             b"addr" => filters.push(Box::new(move |c| c.addr == text)),
@@ -575,21 +584,171 @@ struct Spec {
 }
 
 const COMMANDS: &[Spec] = &[
-    Spec { name: "acl", arity: -2, flags: &["sentinel"], categories: &["@slow"], group: "server", since: "6.0.0", summary: "Who the connection is authenticated as (ACL WHOAMI)." },
-    Spec { name: "auth", arity: -2, flags: &["noscript", "loading", "stale", "fast", "no_auth", "sentinel", "allow_busy"], categories: &["@fast", "@connection"], group: "connection", since: "1.0.0", summary: "Authenticates the connection." },
-    Spec { name: "client", arity: -2, flags: &["sentinel"], categories: &["@slow", "@connection"], group: "connection", since: "2.4.0", summary: "Connection management: LIST, INFO, KILL, ID, SETNAME, GETNAME, SETINFO." },
-    Spec { name: "command", arity: -1, flags: &["loading", "stale", "sentinel"], categories: &["@slow", "@connection"], group: "server", since: "2.8.13", summary: "Describes the commands this endpoint serves." },
-    Spec { name: "hello", arity: -1, flags: &["noscript", "loading", "stale", "fast", "no_auth", "sentinel", "allow_busy"], categories: &["@fast", "@connection"], group: "connection", since: "6.0.0", summary: "Handshakes: protocol version, authentication, client name." },
-    Spec { name: "info", arity: -1, flags: &["loading", "stale", "sentinel"], categories: &["@slow", "@dangerous"], group: "server", since: "1.0.0", summary: "Server, clients, stats and Sentinel information." },
-    Spec { name: "ping", arity: -1, flags: &["fast", "sentinel"], categories: &["@fast", "@connection"], group: "connection", since: "1.0.0", summary: "Answers PONG, or echoes its argument." },
-    Spec { name: "psubscribe", arity: -2, flags: &["pubsub", "noscript", "loading", "stale", "sentinel"], categories: &["@pubsub", "@slow"], group: "pubsub", since: "2.0.0", summary: "Listens for events on channels matching patterns." },
-    Spec { name: "punsubscribe", arity: -1, flags: &["pubsub", "noscript", "loading", "stale", "sentinel"], categories: &["@pubsub", "@slow"], group: "pubsub", since: "2.0.0", summary: "Stops listening on patterns." },
-    Spec { name: "quit", arity: -1, flags: &["allow_busy", "noscript", "loading", "stale", "fast", "no_auth"], categories: &["@fast", "@connection"], group: "connection", since: "1.0.0", summary: "Closes the connection." },
-    Spec { name: "reset", arity: 1, flags: &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], categories: &["@fast", "@connection"], group: "connection", since: "6.2.0", summary: "Resets the connection's state." },
-    Spec { name: "role", arity: 1, flags: &["noscript", "loading", "stale", "fast", "sentinel"], categories: &["@fast", "@admin", "@dangerous"], group: "server", since: "2.8.12", summary: "Answers sentinel and the master name." },
-    Spec { name: "sentinel", arity: -2, flags: &["admin", "sentinel", "only_sentinel"], categories: &["@admin", "@slow", "@dangerous"], group: "sentinel", since: "2.8.4", summary: "Sentinel queries: masters, replicas, sentinels, ckquorum, myid, info-cache." },
-    Spec { name: "subscribe", arity: -2, flags: &["pubsub", "noscript", "loading", "stale", "sentinel"], categories: &["@pubsub", "@slow"], group: "pubsub", since: "2.0.0", summary: "Listens for events on channels." },
-    Spec { name: "unsubscribe", arity: -1, flags: &["pubsub", "noscript", "loading", "stale", "sentinel"], categories: &["@pubsub", "@slow"], group: "pubsub", since: "2.0.0", summary: "Stops listening on channels." },
+    Spec {
+        name: "acl",
+        arity: -2,
+        flags: &["sentinel"],
+        categories: &["@slow"],
+        group: "server",
+        since: "6.0.0",
+        summary: "Who the connection is authenticated as (ACL WHOAMI).",
+    },
+    Spec {
+        name: "auth",
+        arity: -2,
+        flags: &[
+            "noscript",
+            "loading",
+            "stale",
+            "fast",
+            "no_auth",
+            "sentinel",
+            "allow_busy",
+        ],
+        categories: &["@fast", "@connection"],
+        group: "connection",
+        since: "1.0.0",
+        summary: "Authenticates the connection.",
+    },
+    Spec {
+        name: "client",
+        arity: -2,
+        flags: &["sentinel"],
+        categories: &["@slow", "@connection"],
+        group: "connection",
+        since: "2.4.0",
+        summary: "Connection management: LIST, INFO, KILL, ID, SETNAME, GETNAME, SETINFO.",
+    },
+    Spec {
+        name: "command",
+        arity: -1,
+        flags: &["loading", "stale", "sentinel"],
+        categories: &["@slow", "@connection"],
+        group: "server",
+        since: "2.8.13",
+        summary: "Describes the commands this endpoint serves.",
+    },
+    Spec {
+        name: "hello",
+        arity: -1,
+        flags: &[
+            "noscript",
+            "loading",
+            "stale",
+            "fast",
+            "no_auth",
+            "sentinel",
+            "allow_busy",
+        ],
+        categories: &["@fast", "@connection"],
+        group: "connection",
+        since: "6.0.0",
+        summary: "Handshakes: protocol version, authentication, client name.",
+    },
+    Spec {
+        name: "info",
+        arity: -1,
+        flags: &["loading", "stale", "sentinel"],
+        categories: &["@slow", "@dangerous"],
+        group: "server",
+        since: "1.0.0",
+        summary: "Server, clients, stats and Sentinel information.",
+    },
+    Spec {
+        name: "ping",
+        arity: -1,
+        flags: &["fast", "sentinel"],
+        categories: &["@fast", "@connection"],
+        group: "connection",
+        since: "1.0.0",
+        summary: "Answers PONG, or echoes its argument.",
+    },
+    Spec {
+        name: "psubscribe",
+        arity: -2,
+        flags: &["pubsub", "noscript", "loading", "stale", "sentinel"],
+        categories: &["@pubsub", "@slow"],
+        group: "pubsub",
+        since: "2.0.0",
+        summary: "Listens for events on channels matching patterns.",
+    },
+    Spec {
+        name: "punsubscribe",
+        arity: -1,
+        flags: &["pubsub", "noscript", "loading", "stale", "sentinel"],
+        categories: &["@pubsub", "@slow"],
+        group: "pubsub",
+        since: "2.0.0",
+        summary: "Stops listening on patterns.",
+    },
+    Spec {
+        name: "quit",
+        arity: -1,
+        flags: &[
+            "allow_busy",
+            "noscript",
+            "loading",
+            "stale",
+            "fast",
+            "no_auth",
+        ],
+        categories: &["@fast", "@connection"],
+        group: "connection",
+        since: "1.0.0",
+        summary: "Closes the connection.",
+    },
+    Spec {
+        name: "reset",
+        arity: 1,
+        flags: &[
+            "noscript",
+            "loading",
+            "stale",
+            "fast",
+            "no_auth",
+            "allow_busy",
+        ],
+        categories: &["@fast", "@connection"],
+        group: "connection",
+        since: "6.2.0",
+        summary: "Resets the connection's state.",
+    },
+    Spec {
+        name: "role",
+        arity: 1,
+        flags: &["noscript", "loading", "stale", "fast", "sentinel"],
+        categories: &["@fast", "@admin", "@dangerous"],
+        group: "server",
+        since: "2.8.12",
+        summary: "Answers sentinel and the master name.",
+    },
+    Spec {
+        name: "sentinel",
+        arity: -2,
+        flags: &["admin", "sentinel", "only_sentinel"],
+        categories: &["@admin", "@slow", "@dangerous"],
+        group: "sentinel",
+        since: "2.8.4",
+        summary: "Sentinel queries: masters, replicas, sentinels, ckquorum, myid, info-cache.",
+    },
+    Spec {
+        name: "subscribe",
+        arity: -2,
+        flags: &["pubsub", "noscript", "loading", "stale", "sentinel"],
+        categories: &["@pubsub", "@slow"],
+        group: "pubsub",
+        since: "2.0.0",
+        summary: "Listens for events on channels.",
+    },
+    Spec {
+        name: "unsubscribe",
+        arity: -1,
+        flags: &["pubsub", "noscript", "loading", "stale", "sentinel"],
+        categories: &["@pubsub", "@slow"],
+        group: "pubsub",
+        since: "2.0.0",
+        summary: "Stops listening on channels.",
+    },
 ];
 
 fn spec(name: &[u8]) -> Option<&'static Spec> {
@@ -600,7 +759,8 @@ fn spec(name: &[u8]) -> Option<&'static Spec> {
 
 /// `COMMAND` info entry, Redis 7's ten fields; no command here takes keys.
 fn command_info(spec: &Spec) -> Reply {
-    let simple = |words: &[&str]| Reply::Array(words.iter().map(|w| Reply::Simple(w.to_string())).collect());
+    let simple =
+        |words: &[&str]| Reply::Array(words.iter().map(|w| Reply::Simple(w.to_string())).collect());
     Reply::Array(vec![
         Reply::bulk(spec.name),
         Reply::Int(spec.arity),
@@ -893,7 +1053,12 @@ mod tests {
     }
 
     /// Runs `line` (space-separated words) and returns its replies on the wire.
-    fn run(session: &mut Session, config: &SentinelConfig, view: &SentinelView, line: &str) -> String {
+    fn run(
+        session: &mut Session,
+        config: &SentinelConfig,
+        view: &SentinelView,
+        line: &str,
+    ) -> String {
         let clients = Clients::new(26379, 16);
         let outcome = handle(session, &ctx(config, view, &clients), &words(line));
         wire(session, &outcome)
@@ -965,11 +1130,33 @@ mod tests {
             run(&mut s, &c, &v, "SENTINEL get-master-addr-by-name mymaster"),
             "*2\r\n$8\r\n10.0.0.1\r\n$4\r\n6379\r\n"
         );
-        assert_eq!(run(&mut s, &c, &v, "sentinel GET-MASTER-ADDR-BY-NAME other"), "*-1\r\n");
-        let none = SentinelView { master: None, ..view() };
-        assert_eq!(run(&mut s, &c, &none, "SENTINEL get-master-addr-by-name mymaster"), "*-1\r\n");
+        assert_eq!(
+            run(&mut s, &c, &v, "sentinel GET-MASTER-ADDR-BY-NAME other"),
+            "*-1\r\n"
+        );
+        let none = SentinelView {
+            master: None,
+            ..view()
+        };
+        assert_eq!(
+            run(
+                &mut s,
+                &c,
+                &none,
+                "SENTINEL get-master-addr-by-name mymaster"
+            ),
+            "*-1\r\n"
+        );
         run(&mut s, &c, &v, "HELLO 3");
-        assert_eq!(run(&mut s, &c, &none, "SENTINEL get-master-addr-by-name mymaster"), "_\r\n");
+        assert_eq!(
+            run(
+                &mut s,
+                &c,
+                &none,
+                "SENTINEL get-master-addr-by-name mymaster"
+            ),
+            "_\r\n"
+        );
     }
 
     /// Sentinel 7's master table, field by field and in its order.
@@ -979,14 +1166,33 @@ mod tests {
         let masters = tables(reply(&c, &view(), "SENTINEL masters"));
         assert_eq!(masters.len(), 1);
         let master = &masters[0];
-        assert_eq!(master, &table(&reply(&c, &view(), "SENTINEL master mymaster")));
+        assert_eq!(
+            master,
+            &table(&reply(&c, &view(), "SENTINEL master mymaster"))
+        );
         assert_eq!(
             keys(master),
             [
-                "name", "ip", "port", "runid", "flags", "link-pending-commands", "link-refcount",
-                "last-ping-sent", "last-ok-ping-reply", "last-ping-reply", "down-after-milliseconds",
-                "info-refresh", "role-reported", "role-reported-time", "config-epoch", "num-slaves",
-                "num-other-sentinels", "quorum", "failover-timeout", "parallel-syncs",
+                "name",
+                "ip",
+                "port",
+                "runid",
+                "flags",
+                "link-pending-commands",
+                "link-refcount",
+                "last-ping-sent",
+                "last-ok-ping-reply",
+                "last-ping-reply",
+                "down-after-milliseconds",
+                "info-refresh",
+                "role-reported",
+                "role-reported-time",
+                "config-epoch",
+                "num-slaves",
+                "num-other-sentinels",
+                "quorum",
+                "failover-timeout",
+                "parallel-syncs",
             ]
         );
         for (key, want) in [
@@ -1014,7 +1220,10 @@ mod tests {
             reply(&c, &view(), "SENTINEL master other"),
             Reply::error("ERR No such master with that name")
         );
-        let none = SentinelView { master: None, ..view() };
+        let none = SentinelView {
+            master: None,
+            ..view()
+        };
         assert_eq!(reply(&c, &none, "SENTINEL masters"), Reply::Array(vec![]));
         assert_eq!(
             reply(&c, &none, "SENTINEL master mymaster"),
@@ -1025,7 +1234,10 @@ mod tests {
     #[test]
     fn a_down_or_stale_master_is_flagged_and_a_switchover_shows() {
         let c = config(None);
-        let stale = SentinelView { stale: true, ..view() };
+        let stale = SentinelView {
+            stale: true,
+            ..view()
+        };
         assert_eq!(
             reply(&c, &stale, "SENTINEL get-master-addr-by-name mymaster"),
             Reply::NullArray
@@ -1044,7 +1256,10 @@ mod tests {
         assert_eq!(field(&master, "o-down-time"), "700");
         assert_eq!(field(&master, "last-ping-sent"), "700");
 
-        let switching = SentinelView { failover_to: Some(2), ..view() };
+        let switching = SentinelView {
+            failover_to: Some(2),
+            ..view()
+        };
         let master = table(&reply(&c, &switching, "SENTINEL master mymaster"));
         assert_eq!(field(&master, "flags"), "master,failover_in_progress");
         assert_eq!(field(&master, "failover-state"), "wait_promotion");
@@ -1059,11 +1274,27 @@ mod tests {
             assert_eq!(
                 keys(up),
                 [
-                    "name", "ip", "port", "runid", "flags", "link-pending-commands", "link-refcount",
-                    "last-ping-sent", "last-ok-ping-reply", "last-ping-reply", "down-after-milliseconds",
-                    "info-refresh", "role-reported", "role-reported-time", "master-link-down-time",
-                    "master-link-status", "master-host", "master-port", "slave-priority",
-                    "slave-repl-offset", "replica-announced",
+                    "name",
+                    "ip",
+                    "port",
+                    "runid",
+                    "flags",
+                    "link-pending-commands",
+                    "link-refcount",
+                    "last-ping-sent",
+                    "last-ok-ping-reply",
+                    "last-ping-reply",
+                    "down-after-milliseconds",
+                    "info-refresh",
+                    "role-reported",
+                    "role-reported-time",
+                    "master-link-down-time",
+                    "master-link-status",
+                    "master-host",
+                    "master-port",
+                    "slave-priority",
+                    "slave-repl-offset",
+                    "replica-announced",
                 ]
             );
             for (key, want) in [
@@ -1110,9 +1341,20 @@ mod tests {
         assert_eq!(
             keys(&peers[0]),
             [
-                "name", "ip", "port", "runid", "flags", "link-pending-commands", "link-refcount",
-                "last-ping-sent", "last-ok-ping-reply", "last-ping-reply", "down-after-milliseconds",
-                "last-hello-message", "voted-leader", "voted-leader-epoch",
+                "name",
+                "ip",
+                "port",
+                "runid",
+                "flags",
+                "link-pending-commands",
+                "link-refcount",
+                "last-ping-sent",
+                "last-ok-ping-reply",
+                "last-ping-reply",
+                "down-after-milliseconds",
+                "last-hello-message",
+                "voted-leader",
+                "voted-leader-epoch",
             ]
         );
         assert_eq!(field(&peers[0], "name"), "b".repeat(40));
@@ -1129,18 +1371,28 @@ mod tests {
         let c = config(None);
         assert_eq!(
             reply(&c, &view(), "SENTINEL ckquorum mymaster"),
-            Reply::Simple("OK 2 usable Sentinels. Quorum and failover authorization can be reached".into())
+            Reply::Simple(
+                "OK 2 usable Sentinels. Quorum and failover authorization can be reached".into()
+            )
         );
-        let alone = SentinelView { usable: 1, ..view() };
+        let alone = SentinelView {
+            usable: 1,
+            ..view()
+        };
         assert_eq!(
             reply(&c, &alone, "SENTINEL CKQUORUM mymaster"),
-            Reply::error("NOQUORUM 1 usable Sentinels. Not enough available Sentinels to reach the specified quorum for this master. Not enough available Sentinels to reach the majority and authorize a failover")
+            Reply::error(
+                "NOQUORUM 1 usable Sentinels. Not enough available Sentinels to reach the specified quorum for this master. Not enough available Sentinels to reach the majority and authorize a failover"
+            )
         );
         assert_eq!(
             reply(&c, &view(), "SENTINEL ckquorum x"),
             Reply::error("ERR No such master with that name")
         );
-        assert_eq!(reply(&c, &view(), "SENTINEL myid"), Reply::bulk("a".repeat(40)));
+        assert_eq!(
+            reply(&c, &view(), "SENTINEL myid"),
+            Reply::bulk("a".repeat(40))
+        );
         let Reply::Array(cache) = reply(&c, &view(), "SENTINEL info-cache mymaster") else {
             panic!("info-cache is an array");
         };
@@ -1157,8 +1409,14 @@ mod tests {
             panic!("text");
         };
         let text = String::from_utf8_lossy(text);
-        assert!(text.contains("role:master\r\n") && text.contains("master_repl_offset:1300\r\n"), "{text}");
-        assert_eq!(reply(&c, &view(), "SENTINEL info-cache other"), Reply::Array(vec![]));
+        assert!(
+            text.contains("role:master\r\n") && text.contains("master_repl_offset:1300\r\n"),
+            "{text}"
+        );
+        assert_eq!(
+            reply(&c, &view(), "SENTINEL info-cache other"),
+            Reply::Array(vec![])
+        );
         assert_eq!(
             table(&reply(&c, &view(), "SENTINEL config get announce-*")),
             [
@@ -1185,7 +1443,10 @@ mod tests {
             let Reply::Error(e) = reply(&c, &view(), line) else {
                 panic!("{line} is refused");
             };
-            assert!(e.contains("not supported") && e.contains("consensus"), "{line}: {e}");
+            assert!(
+                e.contains("not supported") && e.contains("consensus"),
+                "{line}: {e}"
+            );
         }
         let Reply::Error(e) = reply(&c, &view(), "ACL SETUSER bob on") else {
             panic!("ACL SETUSER is refused");
@@ -1203,7 +1464,9 @@ mod tests {
         );
         assert_eq!(
             reply(&c, &v, "SENTINEL get-master-addr-by-name"),
-            Reply::error("ERR wrong number of arguments for 'sentinel|get-master-addr-by-name' command")
+            Reply::error(
+                "ERR wrong number of arguments for 'sentinel|get-master-addr-by-name' command"
+            )
         );
         assert_eq!(
             reply(&c, &v, "SENTINEL bogus"),
@@ -1225,21 +1488,35 @@ mod tests {
         let headers: Vec<&str> = all.lines().filter(|l| l.starts_with('#')).collect();
         assert_eq!(headers, ["# Server", "# Clients", "# Stats", "# Sentinel"]);
         assert!(all.contains("\r\nredis_mode:sentinel\r\n"), "{all}");
-        assert!(all.contains(&format!("\r\nrun_id:{}\r\n", "a".repeat(40))), "{all}");
+        assert!(
+            all.contains(&format!("\r\nrun_id:{}\r\n", "a".repeat(40))),
+            "{all}"
+        );
         assert!(all.contains("\r\ntcp_port:26379\r\n"), "{all}");
-        assert!(all.contains("\r\n\r\n# Clients\r\n"), "sections are separated by a blank line");
+        assert!(
+            all.contains("\r\n\r\n# Clients\r\n"),
+            "sections are separated by a blank line"
+        );
         let sentinel = info_text(&c, &view(), "INFO Sentinel");
         assert_eq!(
             sentinel,
             "# Sentinel\r\nsentinel_masters:1\r\nsentinel_tilt:0\r\nsentinel_tilt_since_seconds:-1\r\nsentinel_running_scripts:0\r\nsentinel_scripts_queue_length:0\r\nsentinel_simulate_failure_flags:0\r\nmaster0:name=mymaster,status=ok,address=10.0.0.1:6379,slaves=2,sentinels=3\r\n"
         );
-        let stale = SentinelView { stale: true, ..view() };
+        let stale = SentinelView {
+            stale: true,
+            ..view()
+        };
         assert!(info_text(&c, &stale, "INFO sentinel").contains("status=odown"));
         let two = info_text(&c, &view(), "INFO server clients");
-        assert!(two.starts_with("# Server\r\n") && two.contains("# Clients") && !two.contains("# Sentinel"));
+        assert!(
+            two.starts_with("# Server\r\n")
+                && two.contains("# Clients")
+                && !two.contains("# Sentinel")
+        );
         assert_eq!(info_text(&c, &view(), "INFO keyspace"), "");
         let everything = info_text(&c, &view(), "INFO everything");
-        let headers_everything: Vec<&str> = everything.lines().filter(|l| l.starts_with('#')).collect();
+        let headers_everything: Vec<&str> =
+            everything.lines().filter(|l| l.starts_with('#')).collect();
         assert_eq!(headers_everything, headers);
     }
 
@@ -1280,7 +1557,10 @@ mod tests {
         let c = config(None);
         let mut s = fresh(&c);
         let v = view();
-        assert_eq!(run(&mut s, &c, &v, "ROLE"), "*2\r\n$8\r\nsentinel\r\n*1\r\n$8\r\nmymaster\r\n");
+        assert_eq!(
+            run(&mut s, &c, &v, "ROLE"),
+            "*2\r\n$8\r\nsentinel\r\n*1\r\n$8\r\nmymaster\r\n"
+        );
         assert_eq!(run(&mut s, &c, &v, "PING"), "+PONG\r\n");
         assert_eq!(run(&mut s, &c, &v, "ping hi"), "$2\r\nhi\r\n");
         assert_eq!(run(&mut s, &c, &v, "ACL WHOAMI"), "$7\r\ndefault\r\n");
@@ -1301,9 +1581,17 @@ mod tests {
         assert_eq!(run(&mut s, &c, &v, "CLIENT GETNAME"), "$-1\r\n");
         assert_eq!(run(&mut s, &c, &v, "CLIENT SETNAME app"), "+OK\r\n");
         assert_eq!(run(&mut s, &c, &v, "client getname"), "$3\r\napp\r\n");
-        assert_eq!(run(&mut s, &c, &v, "CLIENT SETINFO LIB-NAME redis-py"), "+OK\r\n");
-        assert_eq!(run(&mut s, &c, &v, "CLIENT SETINFO lib-ver 5.0.1"), "+OK\r\n");
-        assert!(run(&mut s, &c, &v, "CLIENT SETINFO color red").starts_with("-ERR Unrecognized option"));
+        assert_eq!(
+            run(&mut s, &c, &v, "CLIENT SETINFO LIB-NAME redis-py"),
+            "+OK\r\n"
+        );
+        assert_eq!(
+            run(&mut s, &c, &v, "CLIENT SETINFO lib-ver 5.0.1"),
+            "+OK\r\n"
+        );
+        assert!(
+            run(&mut s, &c, &v, "CLIENT SETINFO color red").starts_with("-ERR Unrecognized option")
+        );
         assert_eq!(run(&mut s, &c, &v, "CLIENT ID"), ":7\r\n");
         assert!(run(&mut s, &c, &v, "CLIENT SETNAME").contains("wrong number"));
         let info = run(&mut s, &c, &v, "CLIENT INFO");
@@ -1311,7 +1599,10 @@ mod tests {
             info.contains("id=7 addr=127.0.0.1:50007 laddr=127.0.0.1:26379 fd=9 name=app age=3 idle=0 flags=N db=0 sub=0 psub=0"),
             "{info}"
         );
-        assert!(info.contains(" cmd=client|info ") && info.contains(" lib-name=redis-py lib-ver=5.0.1"), "{info}");
+        assert!(
+            info.contains(" cmd=client|info ") && info.contains(" lib-name=redis-py lib-ver=5.0.1"),
+            "{info}"
+        );
         assert_eq!(
             run(&mut s, &c, &v, "CLIENT MAINT_NOTIFICATIONS ON"),
             "-ERR unknown subcommand 'MAINT_NOTIFICATIONS'. Try CLIENT HELP.\r\n"
@@ -1336,13 +1627,25 @@ mod tests {
         };
         let (list, _) = call(&mut me, "CLIENT LIST");
         let at = |id: &str| list.find(&format!("id={id} ")).unwrap_or(usize::MAX);
-        assert!(at("7") < at("8") && at("8") < at("9") && at("9") < usize::MAX, "{list}");
+        assert!(
+            at("7") < at("8") && at("8") < at("9") && at("9") < usize::MAX,
+            "{list}"
+        );
         assert!(list.contains("id=9 ") && list.contains("flags=P"), "{list}");
         let (pubsub, _) = call(&mut me, "CLIENT LIST TYPE pubsub");
-        assert!(pubsub.contains("id=9 ") && !pubsub.contains("id=8 "), "{pubsub}");
+        assert!(
+            pubsub.contains("id=9 ") && !pubsub.contains("id=8 "),
+            "{pubsub}"
+        );
         let (by_id, _) = call(&mut me, "CLIENT LIST ID 8");
-        assert!(by_id.contains("id=8 ") && !by_id.contains("id=7 "), "{by_id}");
-        assert_eq!(call(&mut me, &format!("CLIENT KILL {}", other.addr)), ("+OK\r\n".into(), false));
+        assert!(
+            by_id.contains("id=8 ") && !by_id.contains("id=7 "),
+            "{by_id}"
+        );
+        assert_eq!(
+            call(&mut me, &format!("CLIENT KILL {}", other.addr)),
+            ("+OK\r\n".into(), false)
+        );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
@@ -1354,13 +1657,37 @@ mod tests {
             }
         });
         assert!(notified, "the killed connection is told to close");
-        assert_eq!(call(&mut me, "CLIENT KILL 1.2.3.4:5"), ("-ERR No such client\r\n".into(), false));
-        assert_eq!(call(&mut me, "CLIENT KILL TYPE pubsub"), (":1\r\n".into(), false));
-        assert_eq!(call(&mut me, "CLIENT KILL ID 7"), (":0\r\n".into(), false), "skipme by default");
-        assert_eq!(call(&mut me, "CLIENT KILL ID 7 SKIPME no"), (":1\r\n".into(), true));
-        assert!(call(&mut me, "CLIENT KILL TYPE bogus").0.starts_with("-ERR Unknown client type"));
-        assert_eq!(call(&mut me, "CLIENT KILL ID 7 TYPE").0, "-ERR syntax error\r\n");
-        assert_eq!(call(&mut me, "CLIENT KILL ID").0, "-ERR No such client\r\n", "the old form");
+        assert_eq!(
+            call(&mut me, "CLIENT KILL 1.2.3.4:5"),
+            ("-ERR No such client\r\n".into(), false)
+        );
+        assert_eq!(
+            call(&mut me, "CLIENT KILL TYPE pubsub"),
+            (":1\r\n".into(), false)
+        );
+        assert_eq!(
+            call(&mut me, "CLIENT KILL ID 7"),
+            (":0\r\n".into(), false),
+            "skipme by default"
+        );
+        assert_eq!(
+            call(&mut me, "CLIENT KILL ID 7 SKIPME no"),
+            (":1\r\n".into(), true)
+        );
+        assert!(
+            call(&mut me, "CLIENT KILL TYPE bogus")
+                .0
+                .starts_with("-ERR Unknown client type")
+        );
+        assert_eq!(
+            call(&mut me, "CLIENT KILL ID 7 TYPE").0,
+            "-ERR syntax error\r\n"
+        );
+        assert_eq!(
+            call(&mut me, "CLIENT KILL ID").0,
+            "-ERR No such client\r\n",
+            "the old form"
+        );
     }
 
     #[test]
@@ -1554,5 +1881,4 @@ mod tests {
             }
         );
     }
-
 }

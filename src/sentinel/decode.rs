@@ -13,6 +13,9 @@ const MAX_NUMBER_LINE: usize = 24;
 /// Redis's own limit on the number of arguments.
 const MAX_ARGS: i64 = 1024 * 1024;
 
+/// A complete command: bytes it spans and its arguments (empty: skip it).
+type Parsed = Option<(usize, Vec<Vec<u8>>)>;
+
 /// Incremental command decoder for one connection.
 pub struct RequestDecoder {
     buf: Vec<u8>,
@@ -109,7 +112,7 @@ fn number_line(input: &[u8], what: &str) -> Result<Option<(i64, usize)>, Sentine
     Ok(Some((n, cr + 2)))
 }
 
-fn multibulk(input: &[u8], max: usize) -> Result<Option<(usize, Vec<Vec<u8>>)>, SentinelError> {
+fn multibulk(input: &[u8], max: usize) -> Result<Parsed, SentinelError> {
     let Some((count, mut at)) = number_line(input, "multibulk")? else {
         return Ok(None);
     };
@@ -144,7 +147,9 @@ fn multibulk(input: &[u8], max: usize) -> Result<Option<(usize, Vec<Vec<u8>>)>, 
             return Ok(None);
         }
         if &input[end..end + 2] != b"\r\n" {
-            return Err(SentinelError::Protocol("expected CRLF after a bulk string".into()));
+            return Err(SentinelError::Protocol(
+                "expected CRLF after a bulk string".into(),
+            ));
         }
         args.push(input[start..end].to_vec());
         at = end + 2;
@@ -301,13 +306,17 @@ mod tests {
 
     #[test]
     fn inline_words_split_like_redis() {
-        let cases: &[(&[u8], Option<&[&[u8]]>)] = &[
+        type Case<'a> = (&'a [u8], Option<&'a [&'a [u8]]>);
+        let cases: &[Case] = &[
             (b"PING", Some(&[b"PING"])),
             (b"  sentinel   masters  ", Some(&[b"sentinel", b"masters"])),
             (b"AUTH \"p w\"", Some(&[b"AUTH", b"p w"])),
             (b"AUTH 'it\\'s'", Some(&[b"AUTH", b"it's"])),
             (b"AUTH 'a\\nb'", Some(&[b"AUTH", b"a\\nb"])),
-            (b"x \"a\\n\\r\\t\\b\\a\\\\\\\"\\x41\\xzz\"", Some(&[b"x", b"a\n\r\t\x08\x07\\\"Axzz"])),
+            (
+                b"x \"a\\n\\r\\t\\b\\a\\\\\\\"\\x41\\xzz\"",
+                Some(&[b"x", b"a\n\r\t\x08\x07\\\"Axzz"]),
+            ),
             (b"x foo\"bar baz\"", Some(&[b"x", b"foobar baz"])),
             (b"x \"\"", Some(&[b"x", b""])),
             (b"x\tb\x0bc", Some(&[b"x", b"b\x0bc"])),
@@ -321,7 +330,12 @@ mod tests {
         ];
         for (line, want) in cases {
             let want = want.map(|w| w.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
-            assert_eq!(split_args(line), want, "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(
+                split_args(line),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 
@@ -363,7 +377,10 @@ mod tests {
     fn huge_requests_are_cut_off_at_the_limit() {
         let mut d = RequestDecoder::new(1024);
         d.push(b"*1\r\n$1000000000\r\n");
-        assert!(matches!(d.next_command(), Err(SentinelError::RequestTooLarge(1024))));
+        assert!(matches!(
+            d.next_command(),
+            Err(SentinelError::RequestTooLarge(1024))
+        ));
 
         let mut d = RequestDecoder::new(1024);
         d.push(b"*3\r\n$500\r\n");
@@ -371,7 +388,10 @@ mod tests {
         d.push(b"\r\n$500\r\n");
         d.push(&[b'a'; 500]);
         d.push(b"\r\n$10\r\n");
-        assert!(matches!(d.next_command(), Err(SentinelError::RequestTooLarge(1024))));
+        assert!(matches!(
+            d.next_command(),
+            Err(SentinelError::RequestTooLarge(1024))
+        ));
 
         let mut d = RequestDecoder::new(1024);
         let mut result = Ok(None);
@@ -397,7 +417,10 @@ mod tests {
         let mut d = RequestDecoder::new(64);
         for _ in 0..100 {
             d.push(b"*1\r\n$4\r\nPING\r\nPING\r\n");
-            assert_eq!(all(&mut d).expect("small commands"), words(&[&["PING"], &["PING"]]));
+            assert_eq!(
+                all(&mut d).expect("small commands"),
+                words(&[&["PING"], &["PING"]])
+            );
         }
     }
 

@@ -30,9 +30,12 @@ pub fn events(master_name: &str, old: &SentinelView, new: &SentinelView) -> Even
     let mut out = Events::new();
     let mut push = |channel: &str, payload: String| out.push((channel.to_string(), payload));
     let master_id = |view: &SentinelView| {
-        view.master
-            .as_ref()
-            .map(|m| format!("master {master_name} {} {}", m.endpoint.host, m.endpoint.port))
+        view.master.as_ref().map(|m| {
+            format!(
+                "master {master_name} {} {}",
+                m.endpoint.host, m.endpoint.port
+            )
+        })
     };
     let under = |view: &SentinelView| {
         view.master.as_ref().map_or_else(
@@ -55,7 +58,9 @@ pub fn events(master_name: &str, old: &SentinelView, new: &SentinelView) -> Even
     let quorum = format!("#quorum {}/{}", new.quorum, new.quorum);
 
     let switched = match (&old.master, &new.master) {
-        (Some(from), Some(to)) => from.endpoint.addr() != to.endpoint.addr() || old.epoch != new.epoch,
+        (Some(from), Some(to)) => {
+            from.endpoint.addr() != to.endpoint.addr() || old.epoch != new.epoch
+        }
         _ => false,
     };
     let leader = new.is_coordinator();
@@ -189,7 +194,11 @@ mod tests {
                 port,
             },
             health: Health {
-                role: Some(if id == 1 { RedisRole::Master } else { RedisRole::Replica }),
+                role: Some(if id == 1 {
+                    RedisRole::Master
+                } else {
+                    RedisRole::Replica
+                }),
                 link_up: id != 1,
                 ..Health::default()
             },
@@ -257,41 +266,65 @@ mod tests {
         let cases: Vec<(SentinelView, SentinelView, Vec<String>)> = vec![
             (
                 base(),
-                SentinelView { replicas: vec![down(node(2, 6002))], ..base() },
+                SentinelView {
+                    replicas: vec![down(node(2, 6002))],
+                    ..base()
+                },
                 vec![format!("+sdown {S2}")],
             ),
             (
-                SentinelView { replicas: vec![down(node(2, 6002))], ..base() },
+                SentinelView {
+                    replicas: vec![down(node(2, 6002))],
+                    ..base()
+                },
                 base(),
                 vec![format!("-sdown {S2}")],
             ),
             (
                 base(),
-                SentinelView { master: Some(down(node(1, 6001))), ..base() },
+                SentinelView {
+                    master: Some(down(node(1, 6001))),
+                    ..base()
+                },
                 vec![format!("+sdown {M1}"), format!("+odown {M1} #quorum 2/2")],
             ),
             (
-                SentinelView { master: Some(down(node(1, 6001))), ..base() },
+                SentinelView {
+                    master: Some(down(node(1, 6001))),
+                    ..base()
+                },
                 base(),
                 vec![format!("-sdown {M1}"), format!("-odown {M1}")],
             ),
             (
                 base(),
-                SentinelView { stale: true, ..base() },
+                SentinelView {
+                    stale: true,
+                    ..base()
+                },
                 vec![format!("+sdown {M1}"), format!("+odown {M1} #quorum 2/2")],
             ),
             (
-                SentinelView { replicas: vec![], ..base() },
+                SentinelView {
+                    replicas: vec![],
+                    ..base()
+                },
                 base(),
                 vec![format!("+slave {S2}")],
             ),
             (
-                SentinelView { replicas: vec![role(down(node(2, 6002)), RedisRole::Master)], ..base() },
+                SentinelView {
+                    replicas: vec![role(down(node(2, 6002)), RedisRole::Master)],
+                    ..base()
+                },
                 base(),
                 vec![format!("-sdown {S2}"), format!("+convert-to-slave {S2}")],
             ),
             (
-                SentinelView { sentinels: vec![], ..base() },
+                SentinelView {
+                    sentinels: vec![],
+                    ..base()
+                },
                 base(),
                 vec!["+sentinel sentinel lead 10.0.0.9 26001 @ mymaster 10.0.0.1 6001".into()],
             ),
@@ -303,7 +336,10 @@ mod tests {
 
     /// The master is killed and node 2 promoted, as one step (views coalesced).
     fn failed_over(coordinator: &str) -> (SentinelView, SentinelView) {
-        let old = SentinelView { coordinator: Some(coordinator.into()), ..base() };
+        let old = SentinelView {
+            coordinator: Some(coordinator.into()),
+            ..base()
+        };
         let new = SentinelView {
             epoch: 2,
             master: Some(role(node(2, 6002), RedisRole::Master)),
@@ -329,7 +365,10 @@ mod tests {
             ]
         );
         // Flagged down one view earlier: no second +sdown of the master.
-        let flagged = SentinelView { master: Some(down(node(1, 6001))), ..old };
+        let flagged = SentinelView {
+            master: Some(down(node(1, 6001))),
+            ..old
+        };
         let got = run(&flagged, &new);
         assert_eq!(got[0], "+new-epoch 2");
     }
@@ -338,7 +377,10 @@ mod tests {
     fn a_failover_seen_by_the_coordinator_endpoint() {
         let (old, new) = failed_over("me");
         let got = run(&old, &new);
-        let channels: Vec<&str> = got.iter().map(|e| e.split(' ').next().unwrap_or("")).collect();
+        let channels: Vec<&str> = got
+            .iter()
+            .map(|e| e.split(' ').next().unwrap_or(""))
+            .collect();
         assert_eq!(
             channels,
             [
@@ -366,10 +408,19 @@ mod tests {
 
     #[test]
     fn a_planned_switchover_on_the_coordinator() {
-        let old = SentinelView { coordinator: Some("me".into()), ..base() };
-        let begun = SentinelView { failover_to: Some(2), ..old.clone() };
+        let old = SentinelView {
+            coordinator: Some("me".into()),
+            ..base()
+        };
+        let begun = SentinelView {
+            failover_to: Some(2),
+            ..old.clone()
+        };
         let got = run(&old, &begun);
-        assert_eq!(got.first().map(String::as_str), Some(format!("+try-failover {M1}").as_str()));
+        assert_eq!(
+            got.first().map(String::as_str),
+            Some(format!("+try-failover {M1}").as_str())
+        );
         assert_eq!(got.len(), 6);
         let done = SentinelView {
             epoch: 2,
@@ -384,20 +435,36 @@ mod tests {
         assert!(!got.iter().any(|e| e.starts_with("+try-failover")));
         assert!(got.contains(&"+switch-master mymaster 10.0.0.1 6001 10.0.0.1 6002".to_string()));
         // The old master reports as a replica once demoted.
-        let demoted = SentinelView { replicas: vec![role(node(1, 6001), RedisRole::Replica)], ..done.clone() };
+        let demoted = SentinelView {
+            replicas: vec![role(node(1, 6001), RedisRole::Replica)],
+            ..done.clone()
+        };
         assert_eq!(
             run(&done, &demoted),
             ["+convert-to-slave slave 10.0.0.1:6001 10.0.0.1 6001 @ mymaster 10.0.0.1 6002"]
         );
-        assert_eq!(run(&begun, &old), [format!("-failover-abort-slave-timeout {M1}")]);
+        assert_eq!(
+            run(&begun, &old),
+            [format!("-failover-abort-slave-timeout {M1}")]
+        );
     }
 
     #[test]
     fn no_switch_without_an_old_master() {
-        let none = SentinelView { master: None, ..base() };
-        assert!(!run(&none, &base()).iter().any(|e| e.starts_with("+switch-master")));
+        let none = SentinelView {
+            master: None,
+            ..base()
+        };
+        assert!(
+            !run(&none, &base())
+                .iter()
+                .any(|e| e.starts_with("+switch-master"))
+        );
         assert!(run(&base(), &none).is_empty());
         let again = SentinelView { epoch: 2, ..base() };
-        assert!(run(&base(), &again).contains(&"+switch-master mymaster 10.0.0.1 6001 10.0.0.1 6001".to_string()));
+        assert!(
+            run(&base(), &again)
+                .contains(&"+switch-master mymaster 10.0.0.1 6001 10.0.0.1 6001".to_string())
+        );
     }
 }

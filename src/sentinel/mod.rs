@@ -35,7 +35,9 @@ pub use server::serve;
 
 use crate::config::split_host_port;
 use crate::decide::ReceivedReport;
-use crate::model::{ClusterState, Member, MemberHealth, MemberKind, Millis, NodeId, RedisHealth, RedisRole};
+use crate::model::{
+    ClusterState, Member, MemberHealth, MemberKind, Millis, NodeId, RedisHealth, RedisRole,
+};
 
 /// Port assumed for a `redis_addr` written without one.
 const DEFAULT_REDIS_PORT: u16 = 6379;
@@ -272,7 +274,10 @@ pub fn build_view(
             let addr = member.sentinel_addr.as_deref()?;
             let (host, port) = split_host_port(addr, DEFAULT_SENTINEL_PORT).ok()?;
             let last_seen = facts.health.get(id).map(|h| {
-                ago(facts.now, h.report_age_ms.saturating_add(ms(facts.health_age)))
+                ago(
+                    facts.now,
+                    h.report_age_ms.saturating_add(ms(facts.health_age)),
+                )
             });
             let prev = previous.sentinels.iter().find(|s| s.runid == runid(*id));
             let down_since = match silent(id) {
@@ -318,7 +323,11 @@ pub fn build_view(
 
 /// One node's health from the coordinator's summary, carrying over what is unknown
 /// while it is down (or not reported yet) from the previous view.
-fn health_of(facts: &SentinelFacts, summary: Option<&MemberHealth>, prev: Option<&Health>) -> Health {
+fn health_of(
+    facts: &SentinelFacts,
+    summary: Option<&MemberHealth>,
+    prev: Option<&Health>,
+) -> Health {
     let now = facts.now;
     let prev = prev.cloned().unwrap_or_default();
     let Some(summary) = summary else {
@@ -537,12 +546,21 @@ mod tests {
         f.health.insert(2, up(RedisRole::Master, 900, false));
         f.health.insert(1, up(RedisRole::Replica, 800, true));
         f.health.insert(4, up(RedisRole::Replica, 700, true));
-        f.health.insert(3, MemberHealth { report_age_ms: 100, ..MemberHealth::default() });
+        f.health.insert(
+            3,
+            MemberHealth {
+                report_age_ms: 100,
+                ..MemberHealth::default()
+            },
+        );
         let v1 = build_view(&state, &f, &SentinelView::default());
         let b = &v1.replicas[0];
         assert_eq!(b.endpoint.name, "b");
         assert!(b.health.link_up && !b.health.s_down());
-        assert_eq!((b.health.offset, b.health.run_id.as_str()), (800, "run-800"));
+        assert_eq!(
+            (b.health.offset, b.health.run_id.as_str()),
+            (800, "run-800")
+        );
         assert_eq!(b.health.master_addr, Some(("fd00::1".to_string(), 6379)));
         assert_eq!(v1.replicas[1].priority, 0, "no-promote");
         assert_eq!(b.priority, 100);
@@ -564,11 +582,17 @@ mod tests {
         let c = &v3.replicas[1];
         assert!(c.health.s_down());
         assert_eq!(c.health.link_down_since, Some(link_down), "since stays put");
-        assert_eq!((c.health.offset, c.health.role), (700, Some(RedisRole::Replica)));
+        assert_eq!(
+            (c.health.offset, c.health.role),
+            (700, Some(RedisRole::Replica))
+        );
         assert_eq!(c.health.last_ok, v1.replicas[1].health.last_ok);
         let since = c.health.down_since;
         f1.now += Duration::from_millis(50);
-        assert_eq!(build_view(&state, &f1, &v3).replicas[1].health.down_since, since);
+        assert_eq!(
+            build_view(&state, &f1, &v3).replicas[1].health.down_since,
+            since
+        );
 
         // The coordinator's copy grows old: every node and peer is then s_down.
         let mut old = f1.clone();
@@ -638,7 +662,13 @@ mod tests {
         assert_eq!(summary[&1].role, Some(RedisRole::Replica));
         assert_eq!(summary[&1].repl_offset, 42);
         assert_eq!(summary[&2].redis_down_ms, Some(70));
-        assert_eq!(summary[&3], MemberHealth { report_age_ms: 250, ..MemberHealth::default() });
+        assert_eq!(
+            summary[&3],
+            MemberHealth {
+                report_age_ms: 250,
+                ..MemberHealth::default()
+            }
+        );
     }
 
     #[test]

@@ -91,7 +91,9 @@ pub(super) fn sentinel(ctx: &Context<'_>, rest: &[Vec<u8>]) -> Reply {
             _ => refused(&format!("{sub_text} set")),
         },
         b"help" => Reply::Array(
-            HELP.iter().map(|line| Reply::Simple(line.to_string())).collect(),
+            HELP.iter()
+                .map(|line| Reply::Simple(line.to_string()))
+                .collect(),
         ),
         b"failover"
         | b"monitor"
@@ -179,13 +181,17 @@ fn ckquorum(view: &SentinelView) -> Reply {
     }
     let mut text = format!("NOQUORUM {usable} usable Sentinels. ");
     if no_quorum {
-        text.push_str("Not enough available Sentinels to reach the specified quorum for this master");
+        text.push_str(
+            "Not enough available Sentinels to reach the specified quorum for this master",
+        );
     }
     if no_majority {
         if no_quorum {
             text.push_str(". ");
         }
-        text.push_str("Not enough available Sentinels to reach the majority and authorize a failover");
+        text.push_str(
+            "Not enough available Sentinels to reach the majority and authorize a failover",
+        );
     }
     Reply::Error(text)
 }
@@ -196,19 +202,16 @@ fn millis(d: Duration) -> String {
 
 /// Milliseconds from `t` to now, `0` when unknown (as Sentinel writes "never").
 fn since(now: Instant, t: Option<Instant>) -> String {
-    t.map_or_else(|| "0".to_string(), |t| millis(now.saturating_duration_since(t)))
+    t.map_or_else(
+        || "0".to_string(),
+        |t| millis(now.saturating_duration_since(t)),
+    )
 }
 
 type Table = Vec<(&'static str, String)>;
 
 /// Fields every instance kind starts with; `flags` is Sentinel's comma-separated set.
-fn common(
-    name: String,
-    host: &str,
-    port: u16,
-    runid: &str,
-    flags: &[&str],
-) -> Table {
+fn common(name: String, host: &str, port: u16, runid: &str, flags: &[&str]) -> Table {
     vec![
         ("name", name),
         ("ip", host.to_string()),
@@ -223,19 +226,35 @@ fn common(
 /// The ping fields: the agents' probe reports stand in for Sentinel's pings.
 fn pings(now: Instant, health: &Health, table: &mut Table) {
     // A ping is outstanding only while the node does not answer.
-    let pending = health.down_since.or(health.link_down_since.filter(|_| health.last_ok.is_none()));
-    table.push(("last-ping-sent", if health.s_down() { since(now, pending) } else { "0".to_string() }));
-    table.push(("last-ok-ping-reply", since(now, health.last_ok.or(health.reported_at))));
+    let pending = health
+        .down_since
+        .or(health.link_down_since.filter(|_| health.last_ok.is_none()));
+    table.push((
+        "last-ping-sent",
+        if health.s_down() {
+            since(now, pending)
+        } else {
+            "0".to_string()
+        },
+    ));
+    table.push((
+        "last-ok-ping-reply",
+        since(now, health.last_ok.or(health.reported_at)),
+    ));
     table.push(("last-ping-reply", since(now, health.reported_at)));
 }
 
 fn role_fields(now: Instant, health: &Health, default: RedisRole, table: &mut Table) {
     table.push(("info-refresh", since(now, health.reported_at)));
     let role = health.role.unwrap_or(default);
-    table.push(("role-reported", match role {
-        RedisRole::Master => "master",
-        RedisRole::Replica => "slave",
-    }.to_string()));
+    table.push((
+        "role-reported",
+        match role {
+            RedisRole::Master => "master",
+            RedisRole::Replica => "slave",
+        }
+        .to_string(),
+    ));
     table.push(("role-reported-time", since(now, health.role_since)));
 }
 
@@ -285,9 +304,19 @@ pub(super) fn master_table(ctx: &Context<'_>, master: &Instance) -> Table {
 pub(super) fn replica_table(ctx: &Context<'_>, replica: &Instance) -> Table {
     let (view, now) = (ctx.view, ctx.now);
     let health = &replica.health;
-    let flags: &[&str] = if health.s_down() { &["s_down", "slave"] } else { &["slave"] };
+    let flags: &[&str] = if health.s_down() {
+        &["s_down", "slave"]
+    } else {
+        &["slave"]
+    };
     let endpoint = &replica.endpoint;
-    let mut table = common(endpoint.addr(), &endpoint.host, endpoint.port, &health.run_id, flags);
+    let mut table = common(
+        endpoint.addr(),
+        &endpoint.host,
+        endpoint.port,
+        &health.run_id,
+        flags,
+    );
     pings(now, health, &mut table);
     if health.s_down() {
         table.push(("s-down-time", since(now, health.down_since)));
@@ -301,9 +330,16 @@ pub(super) fn replica_table(ctx: &Context<'_>, replica: &Instance) -> Table {
     table.extend([
         (
             "master-link-down-time",
-            if health.link_up { "0".to_string() } else { since(now, health.link_down_since) },
+            if health.link_up {
+                "0".to_string()
+            } else {
+                since(now, health.link_down_since)
+            },
         ),
-        ("master-link-status", if health.link_up { "ok" } else { "err" }.to_string()),
+        (
+            "master-link-status",
+            if health.link_up { "ok" } else { "err" }.to_string(),
+        ),
         ("master-host", master_host),
         ("master-port", master_port.to_string()),
         ("slave-priority", replica.priority.to_string()),
@@ -315,10 +351,24 @@ pub(super) fn replica_table(ctx: &Context<'_>, replica: &Instance) -> Table {
 
 fn sentinel_table(ctx: &Context<'_>, peer: &PeerSentinel) -> Table {
     let (view, now) = (ctx.view, ctx.now);
-    let flags: &[&str] = if peer.down_since.is_some() { &["s_down", "sentinel"] } else { &["sentinel"] };
-    let mut table = common(peer.runid.clone(), &peer.host, peer.port, &peer.runid, flags);
+    let flags: &[&str] = if peer.down_since.is_some() {
+        &["s_down", "sentinel"]
+    } else {
+        &["sentinel"]
+    };
+    let mut table = common(
+        peer.runid.clone(),
+        &peer.host,
+        peer.port,
+        &peer.runid,
+        flags,
+    );
     table.extend([
-        ("last-ping-sent", peer.down_since.map_or_else(|| "0".to_string(), |d| since(now, Some(d)))),
+        (
+            "last-ping-sent",
+            peer.down_since
+                .map_or_else(|| "0".to_string(), |d| since(now, Some(d))),
+        ),
         ("last-ok-ping-reply", since(now, peer.last_seen)),
         ("last-ping-reply", since(now, peer.last_seen)),
     ]);
@@ -328,7 +378,10 @@ fn sentinel_table(ctx: &Context<'_>, peer: &PeerSentinel) -> Table {
     table.extend([
         ("down-after-milliseconds", millis(view.down_after)),
         ("last-hello-message", since(now, peer.last_seen)),
-        ("voted-leader", view.coordinator.clone().unwrap_or_else(|| "?".to_string())),
+        (
+            "voted-leader",
+            view.coordinator.clone().unwrap_or_else(|| "?".to_string()),
+        ),
         ("voted-leader-epoch", view.epoch.to_string()),
     ]);
     table
@@ -357,7 +410,9 @@ fn info_cache(ctx: &Context<'_>, master: &Instance) -> Reply {
             s.push_str(&format!("master_repl_offset:{}\r\n", h.offset));
             s
         });
-        let age = h.reported_at.map_or(0, |t| now.saturating_duration_since(t).as_millis());
+        let age = h
+            .reported_at
+            .map_or(0, |t| now.saturating_duration_since(t).as_millis());
         Reply::Array(vec![
             Reply::Int(i64::try_from(age).unwrap_or(i64::MAX)),
             text.map_or(Reply::Null, Reply::bulk),
@@ -367,7 +422,10 @@ fn info_cache(ctx: &Context<'_>, master: &Instance) -> Reply {
         .chain(&ctx.view.replicas)
         .map(entry)
         .collect();
-    Reply::Array(vec![Reply::bulk(&ctx.config.master_name), Reply::Array(entries)])
+    Reply::Array(vec![
+        Reply::bulk(&ctx.config.master_name),
+        Reply::Array(entries),
+    ])
 }
 
 /// Sections Sentinel's `INFO` has that this endpoint can fill truthfully.
@@ -404,7 +462,11 @@ fn section(ctx: &Context<'_>, name: &str) -> String {
             lines.push("# Server".into());
             lines.push(format!("redis_version:{COMPAT_VERSION}"));
             lines.push("redis_mode:sentinel".into());
-            lines.push(format!("os:{} {}", std::env::consts::OS, std::env::consts::ARCH));
+            lines.push(format!(
+                "os:{} {}",
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            ));
             lines.push(format!("arch_bits:{}", usize::BITS));
             lines.push(format!("process_id:{}", std::process::id()));
             lines.push(format!("run_id:{}", view.myid));
@@ -412,7 +474,10 @@ fn section(ctx: &Context<'_>, name: &str) -> String {
             lines.push(format!("server_time_usec:{unix_us}"));
             lines.push(format!("uptime_in_seconds:{uptime}"));
             lines.push(format!("uptime_in_days:{}", uptime / 86_400));
-            lines.push(format!("orchestrator_version:{}", env!("CARGO_PKG_VERSION")));
+            lines.push(format!(
+                "orchestrator_version:{}",
+                env!("CARGO_PKG_VERSION")
+            ));
         }
         "clients" => {
             lines.push("# Clients".into());
@@ -437,7 +502,10 @@ fn section(ctx: &Context<'_>, name: &str) -> String {
         }
         _ => {
             lines.push("# Sentinel".into());
-            lines.push(format!("sentinel_masters:{}", u8::from(view.master.is_some())));
+            lines.push(format!(
+                "sentinel_masters:{}",
+                u8::from(view.master.is_some())
+            ));
             lines.push("sentinel_tilt:0".into());
             lines.push("sentinel_tilt_since_seconds:-1".into());
             lines.push("sentinel_running_scripts:0".into());

@@ -143,8 +143,12 @@ fn fd_of(_: &TcpStream) -> i64 {
 async fn connection(stream: TcpStream, id: u64, shared: Shared) -> Result<(), SentinelError> {
     let info = ClientInfo::new(
         id,
-        stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
-        stream.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
+        stream
+            .peer_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string()),
+        stream
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string()),
         fd_of(&stream),
         Instant::now(),
     );
@@ -185,7 +189,10 @@ async fn serve_client(
                     return Err(e);
                 }
             };
-            shared.clients.total_commands.fetch_add(1, Ordering::Relaxed);
+            shared
+                .clients
+                .total_commands
+                .fetch_add(1, Ordering::Relaxed);
             let outcome = {
                 let current = shared.view.borrow();
                 let ctx = Context {
