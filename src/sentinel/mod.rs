@@ -33,7 +33,7 @@ pub use clients::Clients;
 pub use events::events;
 pub use server::serve;
 
-use crate::config::split_host_port;
+use crate::addr::split_host_port;
 use crate::decide::ReceivedReport;
 use crate::model::{
     ClusterState, Member, MemberHealth, MemberKind, Millis, NodeId, RedisHealth, RedisRole,
@@ -57,7 +57,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn addr(&self) -> String {
-        crate::config::join_host_port(&self.host, self.port)
+        crate::addr::join_host_port(&self.host, self.port)
     }
 }
 
