@@ -126,11 +126,17 @@ impl Coordinator {
             );
             self.decide_now.notify_one();
         }
+        // Every agent's Sentinel endpoint shows the member health only the coordinator has.
+        let health = match quorum_ack_age_ms {
+            Some(_) => crate::sentinel::health_summary(&heard.reports, self.clock.now()),
+            None => Default::default(),
+        };
         Ok(ReportAck {
             quorum_ack_age_ms,
             epoch: state.epoch,
             master: state.master,
             master_offset,
+            health,
         })
     }
 
