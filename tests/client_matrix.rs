@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::cluster::{Cluster, SECRET, run_serial};
-use redis_orchestrator::agent::SwitchoverDone;
 use redis_orchestrator::client::ApiClient;
+use redis_orchestrator::wire::SwitchoverDone;
 
 const SETTLE: Duration = Duration::from_secs(25);
 /// What every client must meet after each event.

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, SECRET, run_serial};
 use common::command;
-use redis_orchestrator::agent::SwitchoverDone;
 use redis_orchestrator::client::ApiClient;
+use redis_orchestrator::wire::SwitchoverDone;
 
 const SETTLE: Duration = Duration::from_secs(25);
 /// The bound the design promises between a demotion and its clients' disconnection.

@@ -1,7 +1,8 @@
 //! What a data agent does to its own Redis: a pure plan from the committed
 //! state, the local probe and how recently a quorum-holding coordinator confirmed contact.
 
-use super::addr::{RedisAddr, same_redis_addr};
+use super::lease::is_isolated;
+use crate::addr::{RedisAddr, same_redis_addr};
 use crate::model::{ClusterState, Millis, NodeId, RedisHealth, RedisRole, RedisStatus, Switchover};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,8 +52,7 @@ pub fn plan_local(view: &LocalView<'_>) -> LocalPlan {
 
     // Without recent quorum contact another node may already have been elected:
     // a master must stop taking writes before the coordinator's down_after runs out.
-    let isolated = view.contact_age.is_none_or(|age| age > view.lease);
-    if isolated {
+    if is_isolated(view.contact_age, view.lease) {
         let since = view
             .contact_age
             .map_or_else(|| "ever".to_string(), |age| format!("for {} ms", age.0));
@@ -613,7 +613,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_master_address_splits_on_last_colon() {
+    fn ipv6_master_address_is_bracketed() {
         let state = with_b_addr(state(Some(B), "run-b"), "[fd00::2]:6379");
         let got = plan(&state, &as_master("run-a"), CONTACT, false);
         assert_eq!(
@@ -623,10 +623,10 @@ mod tests {
                 port: 6379
             }]
         );
-        // Redis reports the bare host; that is the same endpoint.
+        // The probe brackets the bare host Redis reports: that is the same endpoint.
         let got = plan(
             &state,
-            &as_replica_of("run-a", Some("fd00::2:6379"), true),
+            &as_replica_of("run-a", Some("[fd00::2]:6379"), true),
             CONTACT,
             false,
         );

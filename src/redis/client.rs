@@ -344,10 +344,10 @@ pub fn parse_info(text: &str) -> Result<RedisStatus, String> {
             }
             "master_host" => master_host = Some(value),
             "master_port" => {
-                value
+                let port = value
                     .parse::<u16>()
                     .map_err(|_| format!("bad master_port {value:?}"))?;
-                master_port = Some(value);
+                master_port = Some(port);
             }
             "master_link_status" => link_up = value == "up",
             "master_repl_offset" => {
@@ -378,7 +378,9 @@ pub fn parse_info(text: &str) -> Result<RedisStatus, String> {
     let master_addr = match role {
         RedisRole::Master => None,
         RedisRole::Replica => match (master_host, master_port) {
-            (Some(host), Some(port)) if !host.is_empty() => Some(format!("{host}:{port}")),
+            (Some(host), Some(port)) if !host.is_empty() => {
+                Some(crate::addr::join_host_port(host, port))
+            }
             _ => return Err("replica without master_host/master_port".to_string()),
         },
     };
@@ -532,6 +534,13 @@ mod tests {
         assert_eq!(status.role, RedisRole::Replica);
         assert!(!status.master_link_up);
         assert_eq!(status.master_addr.as_deref(), Some("10.0.0.7:6380"));
+    }
+
+    #[test]
+    fn ipv6_master_host_is_bracketed() {
+        let text = replica_text("master_link_status:up").replace("10.0.0.7", "fd00::7");
+        let status = parse_info(&text).unwrap();
+        assert_eq!(status.master_addr.as_deref(), Some("[fd00::7]:6380"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The local Redis, behind a small trait so the reconcile loop can be tested
-//! with a fake and run against real redis-server.
+//! with a fake ([`fake::FakeRedis`]) and run against real redis-server.
 
 pub mod client;
+pub mod fake;
 
 use std::future::Future;
 use std::time::Duration;
