@@ -252,6 +252,16 @@ struct Measured {
     new_port: u16,
 }
 
+impl Measured {
+    fn print(&self) {
+        println!(
+            "{}: every Sentinel endpoint named the new master after {} ms",
+            self.what,
+            self.named_at - self.at
+        );
+    }
+}
+
 /// Adds `d`'s row for `event` to the table (keyed by client name) and its failures; on a
 /// failure, prints its events and stderr (a restart for the next event loses them).
 fn judge(
@@ -382,6 +392,7 @@ fn stock_clients_follow_a_failover_and_a_switchover() {
             until: now_ms(),
             new_port: survivor_port,
         };
+        event.print();
         for d in &mut drivers {
             judge(d, &event, &mut table, &mut failures);
         }
@@ -423,6 +434,7 @@ fn stock_clients_follow_a_failover_and_a_switchover() {
             until: now_ms(),
             new_port: first_port,
         };
+        event.print();
         for d in &mut drivers {
             judge(d, &event, &mut table, &mut failures);
         }
