@@ -112,6 +112,14 @@ mod tests {
             (false, vec![LocalAction::Promote], false),
             (false, vec![LocalAction::PauseWrites], true),
             (false, vec![demote.clone(), LocalAction::Unpause], true),
+            (
+                false,
+                vec![LocalAction::Demote {
+                    host: "a".into(),
+                    port: 6379,
+                }],
+                true,
+            ),
             (true, vec![LocalAction::Unpause], true),
         ];
         for (fenced, actions, want) in cases {

@@ -122,9 +122,8 @@ impl RedisNode for FakeRedis {
     }
 
     async fn demote(&self, host: &str, port: u16) -> Result<(), RedisError> {
-        // One transaction on a real Redis, so one recorded command here.
         let mut s = self.command(format!(
-            "REPLICAOF {host} {port}; CLIENT KILL TYPE normal; CLIENT KILL TYPE pubsub"
+            "MULTI REPLICAOF {host} {port}; CLIENT KILL TYPE normal; CLIENT KILL TYPE pubsub EXEC"
         ))?;
         s.role = RedisRole::Replica;
         s.master_addr = Some(crate::addr::join_host_port(host, port));
