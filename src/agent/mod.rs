@@ -340,10 +340,6 @@ impl Agent {
         self.metrics.clone()
     }
 
-    pub fn raft(&self) -> Raft {
-        self.consensus.raft.clone()
-    }
-
     /// A report from a member, on the peer port.
     pub fn handle_report(&self, report: NodeReport) -> Result<ReportAck, ReportRefusal> {
         self.coordinator
