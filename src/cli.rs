@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::client::{ApiClient, ApiError};
-use crate::http::api::{HistoryEntry, PeerView, StateView};
+use crate::wire::{HistoryEntry, PeerView, StateView};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -148,7 +148,7 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 async fn status(args: &ClientArgs) -> Result<(), String> {
     let api = client(args)?;
     let first = api.state(&args.agent).await.map_err(|e| e.to_string())?;
-    let mut views: Vec<(crate::http::api::MemberView, Result<StateView, ApiError>)> = Vec::new();
+    let mut views: Vec<(crate::wire::MemberView, Result<StateView, ApiError>)> = Vec::new();
     for member in &first.members {
         let view = if member.api_addr == args.agent || member.id == first.node_id {
             Ok(first.clone())

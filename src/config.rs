@@ -7,35 +7,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use sha2::{Digest, Sha256};
+use clap::{Args, ValueEnum};
 
+use crate::addr::{join_host_port, node_id, split_host_port};
 use crate::model::NodeId;
 
 /// Port used for a `--raft-peers` entry written without one.
 pub const DEFAULT_RAFT_PORT: u16 = 7000;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "redis-orchestrator",
-    version,
-    about = "Consensus-safe Redis failover across sites",
-    args_conflicts_with_subcommands = true
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub agent: AgentArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run a local three-site cluster (two Redis data nodes and a witness) on 127.0.0.1 and watch it fail over.
-    Demo(crate::demo::DemoArgs),
-    #[command(flatten)]
-    Ctl(crate::cli::CtlCommand),
-}
 
 /// Whether the agent talks to the Kubernetes API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -165,7 +143,7 @@ pub struct AgentArgs {
     /// A master without confirmed quorum contact for this long pauses writes. Must be < --down-after.
     #[arg(long, value_parser = parse_duration, default_value = "3s")]
     pub lease: Duration,
-    /// How long Redis `FAILOVER` may take during a planned switchover before Redis aborts it.
+    /// How long a planned switchover may hold the master's writes paused waiting for the target to catch up before it is abandoned.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub switchover_timeout: Duration,
     /// Refuse a failover candidate lagging more than this many bytes.
@@ -217,51 +195,6 @@ impl Peer {
             host,
             port,
         })
-    }
-}
-
-/// Stable id of a peer: every agent computes the same id from the same entry.
-pub fn node_id(addr: &str) -> NodeId {
-    let digest = Sha256::digest(addr.as_bytes());
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    u64::from_be_bytes(bytes)
-}
-
-/// Split `host:port` (or `[v6]:port`); a missing port takes `default_port`.
-pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
-    if s.is_empty() {
-        return Err("empty address".into());
-    }
-    if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or("unclosed '['")?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| format!("bad port {p:?}"))?,
-            None if after.is_empty() => default_port,
-            None => return Err(format!("unexpected {after:?} after ']'")),
-        };
-        return Ok((host.to_string(), port));
-    }
-    match s.rsplit_once(':') {
-        Some((host, _)) if host.contains(':') => {
-            Err("IPv6 addresses need brackets: [addr]:port".into())
-        }
-        Some((host, p)) => {
-            let port = p.parse().map_err(|_| format!("bad port {p:?}"))?;
-            if host.is_empty() {
-                return Err("empty host".into());
-            }
-            Ok((host.to_string(), port))
-        }
-        None => Ok((s.to_string(), default_port)),
-    }
-}
-
-pub fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
     }
 }
 
@@ -623,7 +556,14 @@ mod tests {
 
     const PEERS: &str = "redis-0.redis-headless.redis-multisite-a.svc.cluster.local:7000,redis-0.redis-headless.redis-multisite-b.svc.cluster.local:7000,redis-witness.redis-headless.redis-multisite-c.svc.cluster.local";
 
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        use clap::Parser;
         let mut full = vec!["redis-orchestrator"];
         full.extend_from_slice(args);
         Cli::try_parse_from(full)
@@ -873,17 +813,5 @@ mod tests {
             settings(&[peers, me, "--standalone", "--election-mode=raft"]).expect("witness");
         s.advertise_lb_host("203.0.113.10");
         assert_eq!(s.redis_announce, None);
-    }
-
-    #[test]
-    fn split_host_port_handles_ipv6_and_defaults() {
-        assert_eq!(
-            split_host_port("[::1]:7001", 7000),
-            Ok(("::1".into(), 7001))
-        );
-        assert_eq!(split_host_port("[::1]", 7000), Ok(("::1".into(), 7000)));
-        assert_eq!(split_host_port("host", 7000), Ok(("host".into(), 7000)));
-        assert!(split_host_port("::1:7000", 7000).is_err());
-        assert_eq!(join_host_port("::1", 6379), "[::1]:6379");
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 use crate::client::ApiClient;
-use crate::http::api::StateView;
+use crate::wire::StateView;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {

@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod addr;
 pub mod agent;
 pub mod auth;
 pub mod cli;
@@ -29,3 +30,4 @@ pub mod metrics;
 pub mod model;
 pub mod redis;
 pub mod sentinel;
+pub mod wire;

@@ -1,12 +1,34 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use redis_orchestrator::agent::Agent;
-use redis_orchestrator::config::{AgentArgs, Cli, Command, ElectionMode};
+use redis_orchestrator::config::{AgentArgs, ElectionMode, Settings};
 use redis_orchestrator::kube::{ClusterApi, KubeAdapter, KubeSettings};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "redis-orchestrator",
+    version,
+    about = "Consensus-safe Redis failover across sites",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a local three-site cluster (two Redis data nodes and a witness) on 127.0.0.1 and watch it fail over.
+    Demo(redis_orchestrator::demo::DemoArgs),
+    #[command(flatten)]
+    Ctl(redis_orchestrator::cli::CtlCommand),
+}
 
 fn main() -> ExitCode {
     // reqwest is built without a default TLS provider; install ring once for the process.
@@ -98,8 +120,22 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
             }
         }
     }
+    let listeners = match Listeners::bind(&settings).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("redis-orchestrator: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cluster_api = kube.map(|k| Arc::new(k) as Arc<dyn ClusterApi>);
-    let agent = match Agent::start(settings, cluster_api).await {
+    let started = async {
+        let agent = Agent::open(settings, cluster_api).await?;
+        redis_orchestrator::http::spawn_servers(agent.clone(), listeners.raft, listeners.api);
+        agent.start(listeners.sentinel).await?;
+        Ok::<_, redis_orchestrator::agent::StartError>(agent)
+    };
+    let agent = match started.await {
         Ok(a) => a,
         Err(e) => {
             error!("{e}");
@@ -125,5 +161,33 @@ async fn wait_for_shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
+    }
+}
+
+/// The agent's ports, bound before anything else starts so a taken port fails at once.
+struct Listeners {
+    raft: tokio::net::TcpListener,
+    api: tokio::net::TcpListener,
+    sentinel: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(settings: &Settings) -> Result<Listeners, String> {
+        async fn bind(
+            what: &str,
+            addr: std::net::SocketAddr,
+        ) -> Result<tokio::net::TcpListener, String> {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
+        }
+        Ok(Listeners {
+            raft: bind("Raft/peer port", settings.raft_bind).await?,
+            api: bind("API port", settings.api_bind).await?,
+            sentinel: match settings.sentinel_bind {
+                Some(addr) => Some(bind("Sentinel endpoint", addr).await?),
+                None => None,
+            },
+        })
     }
 }

@@ -79,7 +79,8 @@ pub struct MasterChange {
     pub candidates: Vec<CandidateOffset>,
 }
 
-/// A planned switchover in progress: the master's agent hands over with Redis `FAILOVER`.
+/// A planned switchover in progress: the master's agent pauses writes until the target has
+/// its final offset, then the coordinator commits the target as master.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Switchover {
     pub from: NodeId,

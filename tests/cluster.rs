@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, DOWN_AFTER, LEASE, run_serial};
 use redis::AsyncCommands;
-use redis_orchestrator::http::api::PeerView;
+use redis_orchestrator::wire::PeerView;
 
 const SETTLE: Duration = Duration::from_secs(25);
 
@@ -483,7 +483,7 @@ fn unauthenticated_requests_get_401_and_change_nothing() {
                 .status(),
             200
         );
-        let view: redis_orchestrator::http::api::ClusterView = c
+        let view: redis_orchestrator::wire::ClusterView = c
             .api
             .get(&c.nodes[m].api_addr(), "/cluster")
             .await

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use redis_orchestrator::config::{Cli, Settings};
+use redis_orchestrator::config::{AgentArgs, Settings};
 use redis_orchestrator::kube::{KubeSettings, MASTER_PORT_NAME, REQUIRED_PERMISSIONS, ROLE_LABEL};
 use redis_orchestrator::model::RedisRole;
 use serde::Serialize;
@@ -323,9 +323,14 @@ fn pod_settings(pod: &PodView) -> Settings {
     argv.extend(args);
     argv.push(format!("--pod-name={}", pod.pod_name));
     argv.push(format!("--namespace={}", pod.namespace));
-    let cli = Cli::try_parse_from(&argv)
+    /// The agent's flags as the binary parses them when no subcommand is given.
+    #[derive(clap::Parser)]
+    struct AgentCli {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+    let cli = AgentCli::try_parse_from(&argv)
         .unwrap_or_else(|e| panic!("{}: orchestrator args do not parse: {e}", pod.file));
-    assert!(cli.command.is_none(), "{}: runs the agent", pod.file);
     // Entries resolve to nothing local here, as in a pod before DNS publishes them.
     cli.agent
         .settings_with(&pod.hostname, &|_| false)

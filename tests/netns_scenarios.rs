@@ -14,8 +14,8 @@ use netns::checker::Report;
 use netns::topology::Site;
 use netns::workload::Records;
 use netns::{CONVERGE, DOWN_AFTER, Fault, Harness, LEASE, Options, PROBE, SETTLE};
-use redis_orchestrator::agent::SwitchoverDone;
 use redis_orchestrator::client::ApiClient;
+use redis_orchestrator::wire::SwitchoverDone;
 
 /// Time for writers to reach the master before a fault.
 const WARM_UP: Duration = Duration::from_secs(2);
@@ -28,7 +28,7 @@ const FAILOVER_SLACK: Duration = Duration::from_millis(3500);
 /// to notice, one round trip to pause, and a write already in flight.
 const FENCE_SLACK: Duration = Duration::from_millis(500);
 
-fn site_of(v: &redis_orchestrator::http::api::StateView) -> Option<Site> {
+fn site_of(v: &redis_orchestrator::wire::StateView) -> Option<Site> {
     Site::from_name(&v.name)
 }
 

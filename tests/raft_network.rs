@@ -8,66 +8,34 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ServerState};
-use redis_orchestrator::auth::{self, SignedHeaders, Verifier};
+use redis_orchestrator::auth::Verifier;
+use redis_orchestrator::client::SignedClient;
 use redis_orchestrator::consensus::{
     PeerNetwork, Raft, RpcKind, ServeRpcError, StateMachineStore, open_storage, serve_rpc,
 };
+use redis_orchestrator::http::SignatureGuard;
+use redis_orchestrator::http::raft_rpc::{RaftPeer, router};
+use redis_orchestrator::metrics::Metrics;
 use redis_orchestrator::model::{CommandResponse, NodeId};
+use redis_orchestrator::wire::Hello;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-#[derive(Clone)]
-struct RpcState {
-    raft: Raft,
-    verifier: Arc<Verifier>,
-    /// Simulates a partition: every RPC gets 503 while set.
-    offline: Arc<AtomicBool>,
-}
-
-fn signed_headers(headers: &HeaderMap) -> Option<SignedHeaders> {
-    let get = |name: &str| headers.get(name)?.to_str().ok().map(str::to_string);
-    Some(SignedHeaders {
-        timestamp: get(auth::TIMESTAMP_HEADER)?,
-        nonce: get(auth::NONCE_HEADER)?,
-        signature: get(auth::SIGNATURE_HEADER)?,
-    })
-}
-
-async fn handle_rpc(
-    State(state): State<RpcState>,
-    Path(rpc): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+/// Simulates a partition: every RPC gets 503 while `offline` is set.
+async fn unless_offline(
+    axum::extract::State(offline): axum::extract::State<Arc<AtomicBool>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
 ) -> Response {
-    if state.offline.load(Ordering::Relaxed) {
+    if offline.load(Ordering::Relaxed) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    let Some(kind) = RpcKind::from_path_segment(&rpc) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let signed = signed_headers(&headers);
-    if let Err(e) =
-        state
-            .verifier
-            .verify("POST", uri.path(), signed.as_ref(), &body, auth::unix_now())
-    {
-        return (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
-    }
-    match serve_rpc(&state.raft, kind, &body).await {
-        Ok(answer) => ([(header::CONTENT_TYPE, "application/json")], answer).into_response(),
-        Err(ServeRpcError::BadRequest(m)) => (StatusCode::BAD_REQUEST, m).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    next.run(req).await
 }
 
 struct TestNode {
@@ -112,7 +80,7 @@ async fn start_cluster(secrets: &[&[u8]]) -> Vec<TestNode> {
     for ((listener, secret), id) in listeners.into_iter().zip(secrets).zip(1..) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (log, sm) = open_storage(dir.path()).await.expect("storage");
-        let net = PeerNetwork::new(Some(Arc::from(*secret))).expect("client");
+        let net = PeerNetwork::new(SignedClient::new(Some(secret), None).expect("client"));
         let raft = Raft::new(
             id,
             common::raft::fast_config(100, 400),
@@ -123,13 +91,19 @@ async fn start_cluster(secrets: &[&[u8]]) -> Vec<TestNode> {
         .await
         .expect("raft");
         let offline = Arc::new(AtomicBool::new(false));
-        let app = Router::new()
-            .route("/raft/{rpc}", post(handle_rpc))
-            .with_state(RpcState {
-                raft: raft.clone(),
-                verifier: Arc::new(Verifier::new(secret)),
-                offline: offline.clone(),
-            });
+        // The production peer router, served over the bare Raft node.
+        let peer = RaftPeer {
+            raft: raft.clone(),
+            hello: Hello { node: id },
+        };
+        let guard = SignatureGuard {
+            verifier: Some(Arc::new(Verifier::new(secret))),
+            metrics: Arc::new(Metrics::new()),
+        };
+        let app = router(Arc::new(peer), guard).layer(axum::middleware::from_fn_with_state(
+            offline.clone(),
+            unless_offline,
+        ));
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -392,7 +366,7 @@ async fn garbage_requests_are_bad_requests() {
     common::raft::install_crypto();
     let dir = tempfile::tempdir().expect("tempdir");
     let (log, sm) = open_storage(dir.path()).await.expect("storage");
-    let net = PeerNetwork::new(None).expect("client");
+    let net = PeerNetwork::new(SignedClient::new(None, None).expect("client"));
     let raft = Raft::new(1, common::raft::fast_config(100, 400), net, log, sm)
         .await
         .expect("raft");

@@ -76,7 +76,9 @@ async fn open_when_released(dir: &TempDir) -> (LogStore, StateMachineStore) {
 }
 
 async fn start_raft(log: &LogStore, sm: &StateMachineStore) -> Raft {
-    let net = PeerNetwork::new(None).expect("http client");
+    let net = PeerNetwork::new(
+        redis_orchestrator::client::SignedClient::new(None, None).expect("http client"),
+    );
     Raft::new(
         1,
         common::raft::fast_config(50, 150),

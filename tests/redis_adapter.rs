@@ -218,6 +218,81 @@ async fn demoting_a_paused_master_fails_its_blocked_writes_with_readonly() {
 }
 
 #[tokio::test]
+async fn demote_closes_normal_and_pubsub_clients_but_keeps_its_own_connection() {
+    let old_master = RedisServer::start_with(ServerOptions {
+        requirepass: Some(ODD_PASSWORD.to_string()),
+        masterauth: None,
+    });
+    let new_master = RedisServer::start_with(ServerOptions {
+        requirepass: Some(ODD_PASSWORD.to_string()),
+        masterauth: None,
+    });
+    let client = client(old_master.config());
+    let before = probe(&client).await;
+
+    client.pause_writes(LONG_PAUSE).await.unwrap();
+    let write = spawn_write(&old_master, "lost");
+    let mut idle = old_master.connection();
+    let mut subscriber = old_master.connection();
+    command(&["SUBSCRIBE", "news"])
+        .query::<redis::Value>(&mut subscriber)
+        .unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let connections = |info: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .expect("total_connections_received")
+    };
+    let mut admin = old_master.connection();
+    let received = connections(
+        &command(&["INFO", "stats"])
+            .query::<String>(&mut admin)
+            .unwrap(),
+    );
+
+    let started = Instant::now();
+    client.demote("127.0.0.1", new_master.port()).await.unwrap();
+    assert!(
+        started.elapsed() < PROMPT,
+        "the demotion waited for the pause"
+    );
+
+    // Still paused: the held write is dropped with its connection, never acknowledged.
+    let outcome = write.recv_timeout(PROMPT).expect("the held write ends");
+    let err = outcome.expect_err("a write held on a demoted master must fail");
+    assert!(err.is_connection_dropped() || err.is_io_error(), "{err}");
+    for (what, conn) in [("idle client", &mut idle), ("subscriber", &mut subscriber)] {
+        let result = command(&["PING"]).query::<String>(conn);
+        assert!(result.is_err(), "{what} survived the demotion: {result:?}");
+    }
+
+    let after = probe(&client).await;
+    assert_eq!(after.role, RedisRole::Replica);
+    assert_eq!(after.run_id, before.run_id);
+    wait_link_up(&client, &new_master).await;
+    client.unpause().await.unwrap();
+    // The agent's connection was skipped by the kills: no new connection was opened
+    // (the killed ones did not reconnect, and `admin` itself was killed).
+    let mut check = old_master.connection();
+    assert_eq!(
+        connections(
+            &command(&["INFO", "stats"])
+                .query::<String>(&mut check)
+                .unwrap()
+        ),
+        received + 1,
+        "only the check connection is new: the adapter kept its own"
+    );
+    assert_eq!(
+        new_master
+            .query::<Option<String>>(&["GET", "lost"])
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
 async fn killed_server_is_refused_and_a_restart_reconnects() {
     let mut server = RedisServer::start();
     let client = client(server.config());

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, DOWN_AFTER, run_serial};
 use redis::AsyncCommands;
-use redis_orchestrator::agent::SwitchoverDone;
 use redis_orchestrator::client::{ApiClient, ApiError};
-use redis_orchestrator::http::api::{HistoryEntry, PeerView};
+use redis_orchestrator::wire::SwitchoverDone;
+use redis_orchestrator::wire::{HistoryEntry, PeerView};
 
 const SETTLE: Duration = Duration::from_secs(25);
 
@@ -194,10 +194,8 @@ fn repeated_switchovers_lose_no_acknowledged_write() {
 }
 
 fn status_of(e: ApiError) -> u16 {
-    match e {
-        ApiError::Status { status, .. } => status,
-        other => panic!("expected an HTTP status, got {other}"),
-    }
+    e.status()
+        .unwrap_or_else(|| panic!("expected an HTTP status, got {e}"))
 }
 
 #[test]

@@ -5,10 +5,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use redis_orchestrator::agent::SwitchoverDone;
 use redis_orchestrator::client::ApiClient;
 use redis_orchestrator::duration::format as fmt_duration;
-use redis_orchestrator::http::api::StateView;
+use redis_orchestrator::wire::StateView;
+use redis_orchestrator::wire::SwitchoverDone;
 use tokio::process::Command;
 
 use crate::discovery::Discovery;

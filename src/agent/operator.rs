@@ -1,17 +1,18 @@
-//! Operator requests handled by the coordinator: planned switchover, maintenance
-//! pause, member removal. Each is validated against the coordinator's current view and
-//! committed to the Raft log; the API forwards them here from any agent.
+//! Operator requests handled by the coordinator: planned switchover, maintenance pause,
+//! member removal and addition. Each is validated by a pure rule against one snapshot of
+//! the coordinator's view and committed to the Raft log; any agent forwards them here.
 
-use std::collections::BTreeSet;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
-use openraft::ChangeMembers;
-use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use super::Agent;
-use crate::decide::{SwitchoverRefusal, is_fresh, plan_switchover};
+use super::consensus::Consensus;
+use super::coordinator::Coordinator;
+use crate::decide::membership::{MembershipRefusal, plan_addition, plan_removal};
+use crate::decide::{SwitchoverRefusal, plan_switchover};
 use crate::model::{Command, CommandResponse, NodeId};
+use crate::wire::SwitchoverDone;
 
 /// A refused or failed operator request, with the HTTP status that says why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,22 +23,19 @@ pub struct OperatorError {
 }
 
 impl OperatorError {
-    fn new(status: u16, message: impl Into<String>) -> Self {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
         OperatorError {
             status,
             message: message.into(),
         }
     }
-}
 
-/// The answer to a completed switchover.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SwitchoverDone {
-    pub from: String,
-    pub to: String,
-    pub epoch: u64,
-    /// From the request to the commit of the new master.
-    pub took_ms: u64,
+    pub fn not_leader() -> Self {
+        OperatorError::new(
+            503,
+            "this agent is not the coordinator (raft leader) right now; retry",
+        )
+    }
 }
 
 impl From<SwitchoverRefusal> for OperatorError {
@@ -51,43 +49,39 @@ impl From<SwitchoverRefusal> for OperatorError {
     }
 }
 
+impl From<MembershipRefusal> for OperatorError {
+    fn from(r: MembershipRefusal) -> Self {
+        OperatorError::new(r.status(), r.to_string())
+    }
+}
+
 fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-impl Agent {
-    fn not_leader(&self) -> OperatorError {
-        OperatorError::new(
-            503,
-            "this agent is not the coordinator (raft leader) right now; retry",
-        )
-    }
-
-    async fn commit(&self, command: Command) -> Result<(), OperatorError> {
-        match self.raft.client_write(command.clone()).await {
-            Ok(resp) => match resp.data {
-                CommandResponse::Applied => {
-                    info!(
-                        ?command,
-                        log_index = resp.log_id.index,
-                        "committed operator request"
-                    );
-                    Ok(())
-                }
-                CommandResponse::Rejected(why) => Err(OperatorError::new(409, why)),
-            },
-            Err(e) => Err(OperatorError::new(503, format!("could not commit: {e}"))),
+async fn commit<C: Consensus>(consensus: &C, command: Command) -> Result<(), OperatorError> {
+    match consensus.commit(command.clone()).await {
+        Ok(CommandResponse::Applied) => {
+            info!(?command, "committed operator request");
+            Ok(())
         }
+        Ok(CommandResponse::Rejected(why)) => Err(OperatorError::new(409, why)),
+        Err(e) => Err(OperatorError::new(503, format!("could not commit: {e}"))),
     }
+}
 
+impl Coordinator {
     /// Begin a switchover and wait until the new master is committed or it is abandoned.
-    pub async fn switchover(&self, to: Option<&str>) -> Result<SwitchoverDone, OperatorError> {
+    pub async fn switchover<C: Consensus>(
+        &self,
+        consensus: &C,
+        to: Option<&str>,
+    ) -> Result<SwitchoverDone, OperatorError> {
         let started = Instant::now();
-        let now = self.now();
         let (reports, state) = self
-            .coordinator_snapshot(now)
-            .ok_or_else(|| self.not_leader())?;
-        let command = plan_switchover(&state, &reports, &self.policy(), now, to)?;
+            .snapshot(&consensus.facts(), consensus.state())
+            .ok_or_else(OperatorError::not_leader)?;
+        let command = plan_switchover(&state, &reports, &self.policy, self.clock.now(), to)?;
         let Command::BeginSwitchover { from, to, epoch } = command else {
             return Err(OperatorError::new(
                 500,
@@ -99,11 +93,9 @@ impl Agent {
             state.member_name(to).to_string(),
         );
         info!(from = %from_name, to = %to_name, epoch, "switchover requested");
-        let mut committed = self.subscribe();
-        self.commit(command).await?;
+        let mut committed = consensus.subscribe();
+        commit(consensus, command).await?;
         self.decide_now.notify_one();
-        let limit =
-            self.settings.switchover_timeout + self.settings.down_after + Duration::from_secs(2);
         loop {
             let current = committed.borrow_and_update().clone();
             if current.switchover.is_none() {
@@ -123,7 +115,7 @@ impl Agent {
                     format!("switchover abandoned: {why}"),
                 ));
             }
-            let left = limit.saturating_sub(started.elapsed());
+            let left = self.switchover_wait.saturating_sub(started.elapsed());
             match tokio::time::timeout(left, committed.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(OperatorError::new(503, "agent is shutting down")),
@@ -140,80 +132,66 @@ impl Agent {
         }
     }
 
-    pub async fn set_paused(&self, paused: bool) -> Result<(), OperatorError> {
-        if self.coordinator_snapshot(self.now()).is_none() {
-            return Err(self.not_leader());
+    pub async fn set_paused<C: Consensus>(
+        &self,
+        consensus: &C,
+        paused: bool,
+    ) -> Result<(), OperatorError> {
+        if !consensus.facts().is_leader() {
+            return Err(OperatorError::not_leader());
         }
-        self.commit(Command::SetPaused { paused }).await?;
+        commit(consensus, Command::SetPaused { paused }).await?;
         info!(paused, "maintenance pause changed");
         Ok(())
     }
 
-    /// Take a member out of the voter set, if a majority of the remaining voters is live.
-    pub async fn remove_member(&self, name: &str) -> Result<NodeId, OperatorError> {
-        let now = self.now();
+    /// Take a member out of the voter set and the committed members.
+    pub async fn remove_member<C: Consensus>(
+        &self,
+        consensus: &C,
+        me: NodeId,
+        name: &str,
+    ) -> Result<NodeId, OperatorError> {
         let (reports, state) = self
-            .coordinator_snapshot(now)
-            .ok_or_else(|| self.not_leader())?;
-        let by_name = state
-            .members
-            .iter()
-            .find(|(_, m)| m.name == name)
-            .map(|(id, _)| *id);
-        let by_addr = reports
-            .voters
-            .iter()
-            .copied()
-            .find(|id| crate::config::node_id(name) == *id);
-        let id = by_name
-            .or(by_addr)
-            .ok_or_else(|| OperatorError::new(404, format!("no member named {name}")))?;
-        if state.master == Some(id) {
-            return Err(OperatorError::new(
-                409,
-                format!("{name} is the master; switch over first"),
-            ));
+            .snapshot(&consensus.facts(), consensus.state())
+            .ok_or_else(OperatorError::not_leader)?;
+        let removal = plan_removal(&state, &reports, &self.policy, self.clock.now(), me, name)?;
+        if removal.voter {
+            consensus.remove_voter(removal.id).await.map_err(|e| {
+                OperatorError::new(409, format!("cannot remove {name} from the voters: {e}"))
+            })?;
         }
-        let remaining: BTreeSet<NodeId> = reports
-            .voters
-            .iter()
-            .copied()
-            .filter(|v| *v != id)
-            .collect();
-        let me = self.settings.me.id;
-        let policy = self.policy();
-        let live = remaining
-            .iter()
-            .filter(|v| {
-                **v == me
-                    || reports
-                        .latest
-                        .get(v)
-                        .is_some_and(|r| is_fresh(r, &policy, now))
-            })
-            .count();
-        if remaining.is_empty() || live * 2 <= remaining.len() {
-            return Err(OperatorError::new(
-                409,
-                format!(
-                    "removing {name} would leave {} voters of which only {live} are live: no majority could serve",
-                    remaining.len()
-                ),
-            ));
-        }
-        if reports.voters.contains(&id) {
-            let change = ChangeMembers::RemoveVoters(std::iter::once(id).collect());
-            self.raft
-                .change_membership(change, false)
-                .await
-                .map_err(|e| {
-                    OperatorError::new(409, format!("cannot remove {name} from the voters: {e}"))
-                })?;
-        }
-        if state.members.contains_key(&id) {
-            self.commit(Command::RemoveMember { id }).await?;
+        self.forget(removal.id);
+        if removal.registered {
+            commit(consensus, Command::RemoveMember { id: removal.id }).await?;
         }
         info!(%name, "removed member");
+        Ok(removal.id)
+    }
+
+    /// Add the agent at `addr` (a normalized `--raft-peers` entry) as voter or learner,
+    /// once `hello` has shown that an agent sharing our secret answers there as that node.
+    pub async fn add_member<C: Consensus>(
+        &self,
+        consensus: &C,
+        addr: &str,
+        voter: bool,
+        hello: impl Future<Output = Result<NodeId, String>>,
+    ) -> Result<NodeId, OperatorError> {
+        let facts = consensus.facts();
+        if !facts.is_leader() {
+            return Err(OperatorError::not_leader());
+        }
+        let id = plan_addition(&facts.members(), &facts.voters, addr, voter, hello.await)?;
+        // A learner catching up may take a while; bound it so the request answers.
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            consensus.add_node(id, addr.to_string(), voter),
+        )
+        .await
+        .map_err(|_| OperatorError::new(504, format!("{addr} did not catch up within 30 s")))?
+        .map_err(|e| OperatorError::new(409, format!("cannot add {addr}: {e}")))?;
+        info!(address = %addr, voter, "added raft member");
         Ok(id)
     }
 }

@@ -5,8 +5,6 @@
 //! request as body; the answer is the JSON of the `Result` the peer's
 //! `Raft` returned.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -20,6 +18,7 @@ use super::typ::{
     InstallSnapshotResponse, VoteRequest, VoteResponse,
 };
 use super::{Raft, TypeConfig};
+use crate::client::{SendError, SignedClient};
 use crate::model::NodeId;
 
 /// Which Raft RPC a request carries; the last segment of `/raft/{rpc}`.
@@ -50,26 +49,13 @@ impl RpcKind {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum NetworkInitError {
-    #[error("cannot build the HTTP client for Raft peers: {0}")]
-    Client(#[from] reqwest::Error),
-}
-
 /// Why an RPC did not produce an answer from the peer's Raft.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("cannot encode the request: {0}")]
     Encode(serde_json::Error),
-    #[error("request to {addr} failed: {source}")]
-    Http {
-        addr: String,
-        source: reqwest::Error,
-    },
-    #[error("peer {addr} rejected our signature (HTTP 401)")]
-    Unauthorized { addr: String },
-    #[error("peer {addr} answered HTTP {status}")]
-    Status { addr: String, status: u16 },
+    #[error(transparent)]
+    Send(#[from] SendError),
     #[error("cannot decode the answer from {addr}: {source}")]
     Decode {
         addr: String,
@@ -77,60 +63,21 @@ pub enum TransportError {
     },
 }
 
-/// Creates connections to peers. Clones share the HTTP client (and its
-/// connection pool) and the set of peers that rejected our signature.
+/// Creates connections to peers; clones share the signed client (its connection pool and
+/// the log of peers that rejected our signature).
 #[derive(Clone)]
 pub struct PeerNetwork {
-    client: reqwest::Client,
-    secret: Option<Arc<[u8]>>,
-    /// Peers whose last answer was 401; the warning is logged when one is added.
-    rejected: Arc<Mutex<HashSet<String>>>,
+    client: SignedClient,
 }
 
 impl PeerNetwork {
-    /// Needs a process-wide rustls crypto provider installed first (reqwest is
-    /// built without one).
-    pub fn new(secret: Option<Arc<[u8]>>) -> Result<Self, NetworkInitError> {
-        // Peer traffic goes straight to the configured addresses, never via an
-        // HTTP(S)_PROXY from the environment.
-        let client = reqwest::Client::builder().no_proxy().build()?;
-        Ok(Self::with_client(client, secret))
-    }
-
-    pub fn with_client(client: reqwest::Client, secret: Option<Arc<[u8]>>) -> Self {
-        PeerNetwork {
-            client,
-            secret,
-            rejected: Arc::default(),
-        }
+    pub fn new(client: SignedClient) -> Self {
+        PeerNetwork { client }
     }
 
     /// Peer addresses whose last answer was a 401, sorted.
     pub fn rejected_peers(&self) -> Vec<String> {
-        let mut peers: Vec<String> = self.rejected().iter().cloned().collect();
-        peers.sort();
-        peers
-    }
-
-    fn rejected(&self) -> MutexGuard<'_, HashSet<String>> {
-        // A set of strings cannot be left half-updated, so poisoning is harmless.
-        self.rejected
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn note_rejected(&self, addr: &str) {
-        if self.rejected().insert(addr.to_string()) {
-            tracing::warn!(
-                peer = addr,
-                "peer {addr} rejected our signature: the shared secret likely differs between sites"
-            );
-        }
-    }
-
-    fn note_accepted(&self, addr: &str) {
-        // Forget a past rejection so a later one (secret changed again) is logged again.
-        self.rejected().remove(addr);
+        self.client.rejected_peers()
     }
 }
 
@@ -171,49 +118,24 @@ impl PeerConnection {
         let network = |e: TransportError| RPCError::Network(NetworkError::new(&e));
 
         let body = serde_json::to_vec(req).map_err(|e| network(TransportError::Encode(e)))?;
-        let path = kind.path();
-        let mut request = self
+        let bytes = self
             .net
             .client
-            .post(format!("http://{addr}{path}"))
-            .timeout(ttl)
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
-        if let Some(secret) = &self.net.secret {
-            let signed = crate::auth::sign(secret, "POST", path, &body, crate::auth::unix_now());
-            for (name, value) in signed.pairs() {
-                request = request.header(name, value);
-            }
-        }
-
-        let http_err = |source: reqwest::Error| {
-            let connect = source.is_connect();
-            let e = TransportError::Http {
-                addr: addr.to_string(),
-                source,
-            };
-            // Unreachable makes openraft back off instead of retrying at once.
-            if connect {
-                RPCError::Unreachable(Unreachable::new(&e))
-            } else {
-                network(e)
-            }
-        };
-        let response = request.body(body).send().await.map_err(http_err)?;
-        let status = response.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            self.net.note_rejected(addr);
-            return Err(network(TransportError::Unauthorized {
-                addr: addr.to_string(),
-            }));
-        }
-        if !status.is_success() {
-            return Err(network(TransportError::Status {
-                addr: addr.to_string(),
-                status: status.as_u16(),
-            }));
-        }
-        self.net.note_accepted(addr);
-        let bytes = response.bytes().await.map_err(http_err)?;
+            .call(
+                reqwest::Method::POST,
+                addr,
+                kind.path(),
+                Some(body),
+                Some(ttl),
+            )
+            .await
+            .map_err(|e| match e {
+                // Unreachable makes openraft back off instead of retrying at once.
+                SendError::Connect { .. } => {
+                    RPCError::Unreachable(Unreachable::new(&TransportError::Send(e)))
+                }
+                e => network(TransportError::Send(e)),
+            })?;
         let answer: Result<Resp, RaftError<NodeId, E>> =
             serde_json::from_slice(&bytes).map_err(|source| {
                 network(TransportError::Decode {

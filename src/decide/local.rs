@@ -1,15 +1,23 @@
 //! What a data agent does to its own Redis: a pure plan from the committed
 //! state, the local probe and how recently a quorum-holding coordinator confirmed contact.
 
-use super::addr::{RedisAddr, same_redis_addr};
+use super::lease::is_isolated;
+use crate::addr::{RedisAddr, same_redis_addr};
 use crate::model::{ClusterState, Millis, NodeId, RedisHealth, RedisRole, RedisStatus, Switchover};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LocalAction {
     /// `REPLICAOF NO ONE`
     Promote,
-    /// `REPLICAOF host port`
+    /// `REPLICAOF host port` on a replica that follows the wrong master (or none). Its
+    /// clients knew it as a read-only replica already, so they keep their connections.
     ReplicateFrom { host: String, port: u16 },
+    /// `REPLICAOF host port` on a master, with its normal and pubsub clients closed in the
+    /// same transaction (as Sentinel does), so that every client reconnects and finds the
+    /// new master. One transaction rather than two actions: the probe that follows cannot
+    /// tell whether clients were closed, so a kill that failed after the role change would
+    /// never be retried.
+    Demote { host: String, port: u16 },
     /// `CLIENT PAUSE <ms> WRITE` (renewed every cycle while isolated)
     PauseWrites,
     /// `CLIENT UNPAUSE`
@@ -44,8 +52,7 @@ pub fn plan_local(view: &LocalView<'_>) -> LocalPlan {
 
     // Without recent quorum contact another node may already have been elected:
     // a master must stop taking writes before the coordinator's down_after runs out.
-    let isolated = view.contact_age.is_none_or(|age| age > view.lease);
-    if isolated {
+    if is_isolated(view.contact_age, view.lease) {
         let since = view
             .contact_age
             .map_or_else(|| "ever".to_string(), |age| format!("for {} ms", age.0));
@@ -206,15 +213,22 @@ fn plan_as_replica(view: &LocalView<'_>, status: &RedisStatus, master: NodeId) -
             LocalPlan::new(Vec::new(), format!("already replicating from {name}"))
         };
     }
-    // Demote before unpausing: writes held by the pause must fail with READONLY, not be
-    // acknowledged by a master whose data the coming resync erases.
-    LocalPlan::new(
-        then_unpause(vec![LocalAction::ReplicateFrom { host, port }], view.fenced),
-        format!(
-            "{name} is master at epoch {}: replicating from {addr}",
-            view.state.epoch
+    // Demote before unpausing: writes held by the pause must fail (their connections are
+    // closed), not be acknowledged by a master whose data the coming resync erases.
+    let epoch = view.state.epoch;
+    let (action, reason) = match status.role {
+        RedisRole::Master => (
+            LocalAction::Demote { host, port },
+            format!(
+                "{name} is master at epoch {epoch}: demoting local redis to replicate from {addr}, closing its clients"
+            ),
         ),
-    )
+        RedisRole::Replica => (
+            LocalAction::ReplicateFrom { host, port },
+            format!("{name} is master at epoch {epoch}: replicating from {addr}"),
+        ),
+    };
+    LocalPlan::new(then_unpause(vec![action], view.fenced), reason)
 }
 
 #[cfg(test)]
@@ -222,7 +236,7 @@ mod tests {
     use super::*;
     use crate::model::{DownKind, Member, MemberKind};
 
-    use LocalAction::{PauseWrites, Promote, ReplicateFrom, Unpause};
+    use LocalAction::{Demote, PauseWrites, Promote, ReplicateFrom, Unpause};
 
     const LEASE: u64 = 10_000;
     /// This agent.
@@ -286,6 +300,13 @@ mod tests {
 
     fn replicate_from_b() -> LocalAction {
         ReplicateFrom {
+            host: "b.example".to_string(),
+            port: 6380,
+        }
+    }
+
+    fn demote_to_b() -> LocalAction {
+        Demote {
             host: "b.example".to_string(),
             port: 6380,
         }
@@ -468,22 +489,31 @@ mod tests {
                 "local redis on a restarted; waiting for failover, not promoting",
             ),
             (
-                "deposed master demotes",
+                "deposed master demotes and closes its clients",
                 &b_master,
                 as_master("run-a"),
                 CONTACT,
                 false,
-                vec![replicate_from_b()],
-                "b is master at epoch 3: replicating from b.example:6380",
+                vec![demote_to_b()],
+                "b is master at epoch 3: demoting local redis to replicate from b.example:6380, closing its clients",
             ),
             (
-                "fenced deposed master demotes before unpausing",
+                "fenced deposed master demotes, closing clients, before unpausing",
                 &b_master,
                 as_master("run-a"),
                 CONTACT,
                 true,
-                vec![replicate_from_b(), Unpause],
-                "b is master at epoch 3: replicating from b.example:6380",
+                vec![demote_to_b(), Unpause],
+                "b is master at epoch 3: demoting local redis to replicate from b.example:6380, closing its clients",
+            ),
+            (
+                "a restarted stale master (new run id) is demoted too",
+                &b_master,
+                as_master("run-a2"),
+                CONTACT,
+                true,
+                vec![demote_to_b(), Unpause],
+                "b is master at epoch 3: demoting local redis to replicate from b.example:6380, closing its clients",
             ),
             (
                 "replica of the wrong master is repointed",
@@ -543,7 +573,7 @@ mod tests {
         // After the planned role change, the next probe shows it done and the plan is empty.
         let b_master = state(Some(B), "run-b");
         let before = plan(&b_master, &as_master("run-a"), CONTACT, false);
-        assert_eq!(before.actions, vec![replicate_from_b()]);
+        assert_eq!(before.actions, vec![demote_to_b()]);
         let after = plan(
             &b_master,
             &as_replica_of("run-a", Some(B_ADDR), false),
@@ -583,20 +613,20 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_master_address_splits_on_last_colon() {
+    fn ipv6_master_address_is_bracketed() {
         let state = with_b_addr(state(Some(B), "run-b"), "[fd00::2]:6379");
         let got = plan(&state, &as_master("run-a"), CONTACT, false);
         assert_eq!(
             got.actions,
-            vec![ReplicateFrom {
+            vec![Demote {
                 host: "fd00::2".to_string(),
                 port: 6379
             }]
         );
-        // Redis reports the bare host; that is the same endpoint.
+        // The probe brackets the bare host Redis reports: that is the same endpoint.
         let got = plan(
             &state,
-            &as_replica_of("run-a", Some("fd00::2:6379"), true),
+            &as_replica_of("run-a", Some("[fd00::2]:6379"), true),
             CONTACT,
             false,
         );
@@ -648,6 +678,26 @@ mod tests {
             "the target waits for the commit: {got:?}"
         );
         assert_eq!(got.reason, "switchover: catching up with b to take over");
+    }
+
+    #[test]
+    fn switchover_ends_with_demotion_then_unpause_on_the_old_master() {
+        // The paused old master during the handover, then once the target is committed
+        // (SetMaster clears the intent): its clients are closed while still paused.
+        let handing = switching(A, B);
+        let during = plan(&handing, &as_master("run-a"), CONTACT, true);
+        assert_eq!(during.actions, vec![PauseWrites]);
+        let committed = state(Some(B), "run-b");
+        let after = plan(&committed, &as_master("run-a"), CONTACT, true);
+        assert_eq!(after.actions, vec![demote_to_b(), Unpause]);
+        // And the demotion is not repeated once the probe shows it done.
+        let done = plan(
+            &committed,
+            &as_replica_of("run-a", Some(B_ADDR), true),
+            CONTACT,
+            false,
+        );
+        assert!(done.actions.is_empty(), "{done:?}");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The coordinator's failover rules: a pure function of the committed state,
 //! the latest reports and the time. No async, no I/O, no clock.
 
-mod addr;
 mod candidate;
+pub mod lease;
 pub mod local;
+pub mod membership;
 mod switchover;
 #[cfg(test)]
 mod tests;
@@ -15,7 +16,7 @@ use crate::model::{
     NodeReport, RedisHealth, RedisRole,
 };
 
-use addr::same_redis_addr;
+use crate::addr::same_redis_addr;
 use candidate::{Field, failover_order, first_election_order};
 pub use switchover::{SwitchoverRefusal, plan_switchover};
 
@@ -29,7 +30,7 @@ pub struct Policy {
     pub down_after: Millis,
     /// Refuse a candidate whose offset is further behind the master's last known offset.
     pub max_lag_bytes: u64,
-    /// Redis `FAILOVER ... TIMEOUT` of a planned switchover; abandoned when clearly over.
+    /// How long a planned switchover may hold the master's writes paused before it is abandoned.
     pub switchover_timeout: Millis,
 }
 

@@ -9,9 +9,9 @@
 //! once-per-second offset acknowledgement (Redis sends no GETACK while clients are
 //! paused), which adds half a second of write pause on average.
 
-use super::addr::same_redis_addr;
 use super::candidate::{Candidate, Field, failover_order};
 use super::{Outcome, Policy, Reports, candidate_offsets, is_fresh};
+use crate::addr::same_redis_addr;
 use crate::model::{ClusterState, Command, Millis, NodeId, RedisRole, RedisStatus, Switchover};
 
 /// Why a switchover request is refused; the API maps each kind to a 4xx status.

@@ -15,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use tracing::{error, warn};
 
 use crate::agent::Agent;
-use crate::auth::{self, SignedHeaders};
+use crate::auth::{self, SignedHeaders, Verifier};
+use crate::metrics::{Metrics, ReasonLabel};
 
 /// Largest request body accepted (snapshots of our state are a few KiB).
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -25,8 +26,12 @@ pub fn spawn_servers(
     raft_listener: tokio::net::TcpListener,
     api_listener: tokio::net::TcpListener,
 ) {
-    let peer_router = raft_rpc::router(agent.clone());
-    let api_router = api::router(agent);
+    let guard = SignatureGuard {
+        verifier: agent.verifier(),
+        metrics: agent.metrics(),
+    };
+    let peer_router = raft_rpc::router(Arc::new(raft_rpc::AgentPeer(agent.clone())), guard.clone());
+    let api_router = api::router(agent, guard);
     tokio::spawn(serve("peer", raft_listener, peer_router));
     tokio::spawn(serve("api", api_listener, api_router));
 }
@@ -35,6 +40,13 @@ async fn serve(what: &'static str, listener: tokio::net::TcpListener, router: Ro
     if let Err(e) = axum::serve(listener, router).await {
         error!(server = what, error = %e, "HTTP server stopped");
     }
+}
+
+/// Checks request signatures; without a shared secret every request passes.
+#[derive(Clone)]
+pub struct SignatureGuard {
+    pub verifier: Option<Arc<Verifier>>,
+    pub metrics: Arc<Metrics>,
 }
 
 fn header(req: &Request, name: &str) -> Option<String> {
@@ -46,11 +58,11 @@ fn header(req: &Request, name: &str) -> Option<String> {
 
 /// Middleware: reject any request whose signature does not verify, before a handler runs.
 pub async fn require_signature(
-    State(agent): State<Arc<Agent>>,
+    State(guard): State<SignatureGuard>,
     req: Request,
     next: Next,
 ) -> Response {
-    let Some(verifier) = &agent.verifier else {
+    let Some(verifier) = &guard.verifier else {
         return next.run(req).await;
     };
     let headers = match (
@@ -76,10 +88,10 @@ pub async fn require_signature(
     };
     if let Err(e) = verifier.verify(&method, &path, headers.as_ref(), &bytes, auth::unix_now()) {
         warn!(%method, %path, reason = e.reason(), "rejected unauthenticated request");
-        agent
+        guard
             .metrics
             .auth_failures
-            .get_or_create(&crate::metrics::ReasonLabel {
+            .get_or_create(&ReasonLabel {
                 reason: e.reason().into(),
             })
             .inc();

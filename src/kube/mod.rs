@@ -23,12 +23,12 @@
 pub mod client;
 pub mod testing;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use crate::wire::PodSummary;
 pub use client::KubeAdapter;
 
 use crate::config::{KubernetesMode, Settings};
@@ -92,16 +92,6 @@ pub struct PodInfo {
     pub namespace: String,
     pub uid: String,
     pub ip: String,
-}
-
-/// One pod of the status view.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PodSummary {
-    pub name: String,
-    pub ip: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    /// The pod's `Ready` condition.
-    pub ready: bool,
 }
 
 /// Bounded waiting: how many tries, and the pause between two.
@@ -291,7 +281,7 @@ pub async fn resolve_redis_addr(addr: &str) -> Result<(String, u16), KubeError> 
         addr: addr.to_string(),
         reason,
     };
-    let (host, port) = crate::config::split_host_port(addr.trim(), 6379).map_err(resolve_error)?;
+    let (host, port) = crate::addr::split_host_port(addr.trim(), 6379).map_err(resolve_error)?;
     let ips: Vec<std::net::IpAddr> = tokio::net::lookup_host((host.as_str(), port))
         .await
         .map_err(|e| resolve_error(e.to_string()))?

@@ -135,17 +135,49 @@ impl RedisClient {
     /// about the server now, so that case alone is retried once on a fresh
     /// connection; every [`RedisNode`] operation is safe to repeat.
     async fn run<T: FromRedisValue>(&self, name: &str, cmd: &redis::Cmd) -> Result<T, RedisError> {
-        let mut lease = self.lease().await?;
-        match cmd.query_async(&mut lease.conn).await {
+        self.retrying(
+            name,
+            |mut conn| async move { cmd.query_async(&mut conn).await },
+        )
+        .await
+    }
+
+    /// [`run`](Self::run) for a pipeline or `MULTI` transaction.
+    async fn run_pipeline(&self, name: &str, pipe: &redis::Pipeline) -> Result<(), RedisError> {
+        self.retrying(
+            name,
+            |mut conn| async move { pipe.query_async(&mut conn).await },
+        )
+        .await
+    }
+
+    async fn retrying<T, F, Fut>(&self, name: &str, query: F) -> Result<T, RedisError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let lease = self.lease().await?;
+        match query(lease.conn).await {
             Ok(value) => Ok(value),
             Err(e) if lease.reused && e.is_connection_dropped() => {
                 self.forget(lease.generation).await;
-                let mut lease = self.lease().await?;
-                let result = cmd.query_async(&mut lease.conn).await;
+                let lease = self.lease().await?;
+                let result = query(lease.conn).await;
                 self.settle(name, lease.generation, result).await
             }
             Err(e) => self.settle(name, lease.generation, Err(e)).await,
         }
+    }
+
+    /// The replica authenticates to its new master with our own password: every Redis
+    /// of the cluster shares it.
+    async fn set_masterauth(&self) -> Result<(), RedisError> {
+        let Some(password) = &self.password else {
+            return Ok(());
+        };
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("SET").arg("masterauth").arg(password);
+        self.run("CONFIG SET masterauth", &cmd).await
     }
 
     /// Classifies a command's error, forgetting the connection unless Redis
@@ -183,16 +215,34 @@ impl RedisNode for RedisClient {
     }
 
     async fn replicate_from(&self, host: &str, port: u16) -> Result<(), RedisError> {
-        // The replica authenticates to its new master with our own password:
-        // every Redis of the cluster shares it.
-        if let Some(password) = &self.password {
-            let mut cmd = redis::cmd("CONFIG");
-            cmd.arg("SET").arg("masterauth").arg(password);
-            self.run::<()>("CONFIG SET masterauth", &cmd).await?;
-        }
+        self.set_masterauth().await?;
         let mut cmd = redis::cmd("REPLICAOF");
         cmd.arg(host).arg(port);
         self.run("REPLICAOF", &cmd).await
+    }
+
+    async fn demote(&self, host: &str, port: u16) -> Result<(), RedisError> {
+        self.set_masterauth().await?;
+        // One transaction: Redis never is a replica whose old clients were left connected.
+        // All three commands run during CLIENT PAUSE WRITE (none is a write); the writes
+        // held by the pause are dropped with their connections, never acknowledged.
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("REPLICAOF")
+            .arg(host)
+            .arg(port)
+            .ignore()
+            .cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .ignore()
+            .cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .ignore();
+        self.run_pipeline("REPLICAOF + CLIENT KILL", &pipe).await
     }
 
     async fn pause_writes(&self, duration: Duration) -> Result<(), RedisError> {
@@ -294,10 +344,10 @@ pub fn parse_info(text: &str) -> Result<RedisStatus, String> {
             }
             "master_host" => master_host = Some(value),
             "master_port" => {
-                value
+                let port = value
                     .parse::<u16>()
                     .map_err(|_| format!("bad master_port {value:?}"))?;
-                master_port = Some(value);
+                master_port = Some(port);
             }
             "master_link_status" => link_up = value == "up",
             "master_repl_offset" => {
@@ -328,7 +378,9 @@ pub fn parse_info(text: &str) -> Result<RedisStatus, String> {
     let master_addr = match role {
         RedisRole::Master => None,
         RedisRole::Replica => match (master_host, master_port) {
-            (Some(host), Some(port)) if !host.is_empty() => Some(format!("{host}:{port}")),
+            (Some(host), Some(port)) if !host.is_empty() => {
+                Some(crate::addr::join_host_port(host, port))
+            }
             _ => return Err("replica without master_host/master_port".to_string()),
         },
     };
@@ -482,6 +534,13 @@ mod tests {
         assert_eq!(status.role, RedisRole::Replica);
         assert!(!status.master_link_up);
         assert_eq!(status.master_addr.as_deref(), Some("10.0.0.7:6380"));
+    }
+
+    #[test]
+    fn ipv6_master_host_is_bracketed() {
+        let text = replica_text("master_link_status:up").replace("10.0.0.7", "fd00::7");
+        let status = parse_info(&text).unwrap();
+        assert_eq!(status.master_addr.as_deref(), Some("[fd00::7]:6380"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The local Redis, behind a small trait so the reconcile loop can be tested
-//! with a fake and run against real redis-server.
+//! with a fake ([`fake::FakeRedis`]) and run against real redis-server.
 
 pub mod client;
+pub mod fake;
 
 use std::future::Future;
 use std::time::Duration;
@@ -42,6 +43,10 @@ pub trait RedisNode: Send + Sync + 'static {
         host: &str,
         port: u16,
     ) -> impl Future<Output = Result<(), RedisError>> + Send;
+    /// `CONFIG SET masterauth` (when a password is set), then in one `MULTI`: `REPLICAOF
+    /// host port`, `CLIENT KILL TYPE normal`, `CLIENT KILL TYPE pubsub`. The kills skip
+    /// the calling connection (`SKIPME yes` is their default), so the agent keeps its own.
+    fn demote(&self, host: &str, port: u16) -> impl Future<Output = Result<(), RedisError>> + Send;
     /// `CLIENT PAUSE <ms> WRITE`.
     fn pause_writes(
         &self,

@@ -543,7 +543,7 @@ fn replica_table(view: &SentinelView, replica: &ReplicaView) -> Reply {
     Reply::string_map(&[
         (
             "name",
-            crate::config::join_host_port(&endpoint.host, endpoint.port),
+            crate::addr::join_host_port(&endpoint.host, endpoint.port),
         ),
         ("ip", endpoint.host.clone()),
         ("port", endpoint.port.to_string()),

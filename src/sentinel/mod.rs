@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use server::serve;
 
-use crate::config::split_host_port;
+use crate::addr::split_host_port;
 use crate::model::{ClusterState, Member, MemberKind};
 
 /// Port assumed for a `redis_addr` written without one.

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redis_orchestrator::client::ApiClient;
-use redis_orchestrator::http::api::StateView;
+use redis_orchestrator::wire::StateView;
 
 use super::{RedisServer, free_port};
 

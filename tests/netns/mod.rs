@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis_orchestrator::client::ApiClient;
-use redis_orchestrator::http::api::StateView;
+use redis_orchestrator::wire::StateView;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::watch;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use redis_orchestrator::client::ApiClient;
-use redis_orchestrator::http::api::StateView;
+use redis_orchestrator::wire::StateView;
 use tokio::sync::watch;
 
 use super::topology::Site;

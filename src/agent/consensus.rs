@@ -1,0 +1,215 @@
+//! What the loops need of Raft, behind a trait: the real openraft node, or an in-memory
+//! fake for unit tests of the loops.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use tokio::sync::watch;
+
+use crate::consensus::Raft;
+use crate::consensus::state_machine::StateMachineStore;
+use crate::model::{ClusterState, Command, CommandResponse, NodeId};
+
+/// One read of the Raft metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftFacts {
+    pub state: ServerState,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub voters: BTreeSet<NodeId>,
+    /// Every node of the membership (voters and learners) and its Raft address.
+    pub nodes: BTreeMap<NodeId, String>,
+    /// How long ago a quorum acknowledged this node as leader.
+    pub millis_since_quorum_ack: Option<u64>,
+}
+
+impl RaftFacts {
+    pub fn is_leader(&self) -> bool {
+        self.state == ServerState::Leader
+    }
+
+    /// How long ago a quorum acknowledged this node as leader; `None` unless leader.
+    pub fn quorum_ack_age(&self) -> Option<u64> {
+        self.millis_since_quorum_ack.filter(|_| self.is_leader())
+    }
+
+    pub fn members(&self) -> BTreeSet<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn leader_addr(&self) -> Option<&str> {
+        self.nodes.get(&self.leader?).map(String::as_str)
+    }
+}
+
+/// The consensus the loops act through. Every method is cheap except the committing ones.
+pub trait Consensus: Send + Sync + 'static {
+    fn facts(&self) -> RaftFacts;
+    /// The committed state as applied here.
+    fn state(&self) -> ClusterState;
+    fn subscribe(&self) -> watch::Receiver<ClusterState>;
+    /// Commit one command through the leader's log; `Err` when not committed.
+    fn commit(
+        &self,
+        command: Command,
+    ) -> impl Future<Output = Result<CommandResponse, String>> + Send;
+    /// Add a node as learner (caught up), then as voter when `voter`.
+    fn add_node(
+        &self,
+        id: NodeId,
+        addr: String,
+        voter: bool,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    fn remove_voter(&self, id: NodeId) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// The real node: openraft and its state machine.
+#[derive(Clone)]
+pub struct RaftConsensus {
+    pub raft: Raft,
+    pub state_machine: StateMachineStore,
+}
+
+impl Consensus for RaftConsensus {
+    fn facts(&self) -> RaftFacts {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        RaftFacts {
+            state: m.state,
+            term: m.current_term,
+            leader: m.current_leader,
+            voters: membership.voter_ids().collect(),
+            nodes: membership
+                .nodes()
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect(),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+        }
+    }
+
+    fn state(&self) -> ClusterState {
+        self.state_machine.current()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<ClusterState> {
+        self.state_machine.subscribe()
+    }
+
+    async fn commit(&self, command: Command) -> Result<CommandResponse, String> {
+        self.raft
+            .client_write(command)
+            .await
+            .map(|resp| resp.data)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn add_node(&self, id: NodeId, addr: String, voter: bool) -> Result<(), String> {
+        let learner = self.facts().nodes.contains_key(&id);
+        if !learner {
+            self.raft
+                .add_learner(id, BasicNode { addr }, true)
+                .await
+                .map_err(|e| format!("cannot add as learner: {e}"))?;
+        }
+        if voter {
+            let change = ChangeMembers::AddVoterIds(std::iter::once(id).collect());
+            self.raft
+                .change_membership(change, false)
+                .await
+                .map_err(|e| format!("added as learner but not as voter: {e}"))?;
+        }
+        Ok(())
+    }
+
+    async fn remove_voter(&self, id: NodeId) -> Result<(), String> {
+        let change = ChangeMembers::RemoveVoters(std::iter::once(id).collect());
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// An in-memory consensus for unit tests: commits apply at once to one state.
+#[cfg(test)]
+pub struct FakeConsensus {
+    state: watch::Sender<ClusterState>,
+    facts: std::sync::Mutex<RaftFacts>,
+    pub committed: std::sync::Mutex<Vec<Command>>,
+}
+
+#[cfg(test)]
+impl FakeConsensus {
+    /// `me` leads `voters` (addresses `"{id}:7000"`), acknowledged by a quorum just now.
+    pub fn leading(me: NodeId, voters: &[NodeId]) -> FakeConsensus {
+        FakeConsensus {
+            state: watch::channel(ClusterState::default()).0,
+            facts: std::sync::Mutex::new(RaftFacts {
+                state: ServerState::Leader,
+                term: 1,
+                leader: Some(me),
+                voters: voters.iter().copied().collect(),
+                nodes: voters.iter().map(|v| (*v, format!("{v}:7000"))).collect(),
+                millis_since_quorum_ack: Some(0),
+            }),
+            committed: std::sync::Mutex::default(),
+        }
+    }
+
+    pub fn set_facts(&self, change: impl FnOnce(&mut RaftFacts)) {
+        change(&mut self.facts.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Change the committed state directly, as another coordinator's commit would.
+    pub fn set_state(&self, change: impl FnOnce(&mut ClusterState)) {
+        self.state.send_modify(change);
+    }
+}
+
+#[cfg(test)]
+impl Consensus for FakeConsensus {
+    fn facts(&self) -> RaftFacts {
+        self.facts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn state(&self) -> ClusterState {
+        self.state.borrow().clone()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<ClusterState> {
+        self.state.subscribe()
+    }
+
+    async fn commit(&self, command: Command) -> Result<CommandResponse, String> {
+        if !self.facts().is_leader() {
+            return Err("not leader".into());
+        }
+        let mut response = CommandResponse::Applied;
+        self.state.send_modify(|s| response = s.apply(&command));
+        self.committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(command);
+        Ok(response)
+    }
+
+    async fn add_node(&self, id: NodeId, addr: String, voter: bool) -> Result<(), String> {
+        self.set_facts(|f| {
+            f.nodes.insert(id, addr);
+            if voter {
+                f.voters.insert(id);
+            }
+        });
+        Ok(())
+    }
+
+    async fn remove_voter(&self, id: NodeId) -> Result<(), String> {
+        self.set_facts(|f| {
+            f.voters.remove(&id);
+            f.nodes.remove(&id);
+        });
+        Ok(())
+    }
+}

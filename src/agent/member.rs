@@ -1,0 +1,410 @@
+//! The member loop, run by every agent: each cycle takes ONE snapshot of the committed
+//! state, probes the local Redis, reports to the coordinator, runs the pure
+//! [`plan_local`] and executes what it returns. A witness runs it without a Redis: it
+//! only reports (to register and be seen).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tracing::{debug, info, warn};
+
+use super::consensus::Consensus;
+use super::coordinator::Coordinator;
+use super::feeds::KubeFeed;
+use super::{Clock, lock, millis};
+use crate::client::SignedClient;
+use crate::decide::lease::{fence_pause, losing_writes, renewed_contact};
+use crate::decide::local::{LocalAction, LocalView, plan_local};
+use crate::kube::{RoleFacts, desired_role_label};
+use crate::metrics::{Metrics, PeerLabel};
+use crate::model::{
+    ClusterState, DownKind, Member, Millis, NodeId, NodeReport, RedisHealth, RedisRole, ReportAck,
+};
+use crate::redis::RedisNode;
+
+/// Probe and report period while this node hands over or takes over the master role.
+const SWITCHOVER_PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// Probe and report period while the local Redis is down, so `--redis-down-after` is
+/// measured finely instead of rounded up to the next `--probe-interval`.
+const DOWN_PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// What the member loop needs of the settings.
+#[derive(Clone, Debug)]
+pub struct MemberConfig {
+    pub me: NodeId,
+    /// How this agent describes itself in reports (and so in the committed members).
+    pub member: Member,
+    pub probe_interval: Duration,
+    pub lease: Duration,
+    pub down_after: Duration,
+}
+
+/// What this agent knows about its own Redis and its contact with the cluster; read by
+/// the API between cycles.
+pub struct LocalState {
+    pub health: RedisHealth,
+    pub down_since: Option<Millis>,
+    pub last_seen: Option<SystemTime>,
+    /// Latest quorum acknowledgement of a coordinator that answered our report, by our clock.
+    pub contact_at: Option<Millis>,
+    /// True while our Redis may be paused; starts true because a previous run may have paused it.
+    pub fenced: bool,
+    pub last_plan_reason: String,
+    /// The master's replication offset as last told by the coordinator.
+    pub master_offset: Option<u64>,
+    /// Epoch of the switchover for which this agent paused its master's writes.
+    pub handover_paused_for: Option<u64>,
+    /// Up/down and role of the last report sent, to report a change at once.
+    pub last_reported: Option<(bool, Option<RedisRole>)>,
+    /// run_id of the Redis process whose replication timeouts we already set.
+    pub tuned_run_id: Option<String>,
+}
+
+impl Default for LocalState {
+    fn default() -> Self {
+        LocalState {
+            health: RedisHealth::Down {
+                kind: DownKind::Unreachable,
+                for_ms: 0,
+                error: "not probed yet".into(),
+            },
+            down_since: None,
+            last_seen: None,
+            contact_at: None,
+            fenced: true,
+            last_plan_reason: String::new(),
+            master_offset: None,
+            handover_paused_for: None,
+            last_reported: None,
+            tuned_run_id: None,
+        }
+    }
+}
+
+/// Where reports go: the coordinator, wherever it runs.
+pub trait ReportSink: Send + Sync + 'static {
+    fn deliver(
+        &self,
+        report: NodeReport,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<ReportAck, String>> + Send;
+}
+
+/// The production sink: this agent's own coordinator while it leads, else a signed POST
+/// to the leader's peer port.
+pub struct ToCoordinator<C> {
+    pub me: NodeId,
+    pub consensus: Arc<C>,
+    pub coordinator: Arc<Coordinator>,
+    pub client: SignedClient,
+}
+
+impl<C: Consensus> ReportSink for ToCoordinator<C> {
+    async fn deliver(&self, report: NodeReport, timeout: Duration) -> Result<ReportAck, String> {
+        let facts = self.consensus.facts();
+        if facts.leader == Some(self.me) {
+            return self
+                .coordinator
+                .handle_report(&facts, &self.consensus.state(), report)
+                .map_err(|e| e.to_string());
+        }
+        let addr = facts.leader_addr().ok_or("no raft leader known")?;
+        let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
+        let answer = self
+            .client
+            .call(
+                reqwest::Method::POST,
+                addr,
+                "/report",
+                Some(body),
+                Some(timeout),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice(&answer).map_err(|e| format!("unreadable report ack: {e}"))
+    }
+}
+
+pub struct MemberLoop<R, C, S> {
+    pub(super) config: MemberConfig,
+    pub(super) redis: Option<R>,
+    pub(super) consensus: Arc<C>,
+    pub(super) sink: S,
+    pub(super) local: Arc<Mutex<LocalState>>,
+    pub(super) kube: Option<KubeFeed>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) clock: Clock,
+}
+
+impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
+    /// Cycle every probe interval (faster while Redis is down or a switchover involves
+    /// us) and at once on every committed change.
+    pub async fn run(mut self) {
+        let interval = if self.redis.is_some() {
+            self.config.probe_interval
+        } else {
+            // A witness only reports to register and be seen; it has no Redis to watch.
+            self.config.probe_interval.max(Duration::from_secs(1))
+        };
+        let mut committed = self.consensus.subscribe();
+        let mut next_report = tokio::time::Instant::now();
+        loop {
+            let period = self.period(interval);
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                changed = committed.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+            // A shorter period (a switchover began, Redis went down) applies at once, not
+            // after the deadline set under the longer one.
+            next_report = next_report.min(tokio::time::Instant::now() + period);
+            let report_due = tokio::time::Instant::now() >= next_report;
+            if self.cycle(report_due).await {
+                next_report = tokio::time::Instant::now() + period;
+            }
+        }
+    }
+
+    fn period(&self, interval: Duration) -> Duration {
+        let me = self.config.me;
+        let in_switchover = self
+            .consensus
+            .state()
+            .switchover
+            .is_some_and(|sw| sw.from == me || sw.to == me);
+        if in_switchover {
+            SWITCHOVER_PROBE_INTERVAL
+        } else if self.redis.is_some() && lock(&self.local).down_since.is_some() {
+            DOWN_PROBE_INTERVAL.min(interval)
+        } else {
+            interval
+        }
+    }
+
+    /// One cycle over one snapshot of the committed state: probe, report (when due or
+    /// when the Redis changed role or went up/down), reconcile. Returns whether it reported.
+    pub async fn cycle(&mut self, report_due: bool) -> bool {
+        let state = self.consensus.state();
+        self.probe().await;
+        let report = report_due || self.observation_changed();
+        if report {
+            self.report(&state).await;
+        }
+        self.reconcile(&state).await;
+        if let Some(kube) = &mut self.kube {
+            kube.sync_master_endpoints(&state).await;
+        }
+        report
+    }
+
+    fn observation_changed(&self) -> bool {
+        let local = lock(&self.local);
+        let seen = (
+            local.health.status().is_some(),
+            local.health.status().map(|s| s.role),
+        );
+        local.last_reported.is_some_and(|last| last != seen)
+    }
+
+    /// Replicas must notice a silent (partitioned) master within seconds: the master's
+    /// "no replica sees it" failover rule relies on it, and Redis's default repl-timeout is
+    /// 60 s with a ping only every 10 s. Set once per Redis process.
+    async fn tune_replication(&self, redis: &R, run_id: &str) {
+        let timeout = Duration::from_secs((self.config.down_after.as_secs() / 2).max(2));
+        match redis
+            .tune_replication(Duration::from_secs(1), timeout)
+            .await
+        {
+            Ok(()) => info!(
+                repl_timeout_s = timeout.as_secs(),
+                "set repl-ping-replica-period 1 and repl-timeout on the local redis so a partitioned master's link drops quickly"
+            ),
+            Err(e) => {
+                warn!(error = %e, "cannot set repl-timeout on the local redis: a partitioned master is only replaced after Redis's own repl-timeout")
+            }
+        }
+        lock(&self.local).tuned_run_id = Some(run_id.to_string());
+    }
+
+    async fn probe(&self) {
+        let Some(redis) = &self.redis else { return };
+        let result = redis.probe().await;
+        if let Ok(status) = &result {
+            let tuned = lock(&self.local).tuned_run_id.as_deref() == Some(status.run_id.as_str());
+            if !tuned {
+                self.tune_replication(redis, &status.run_id).await;
+            }
+        }
+        let now = self.clock.now();
+        let mut local = lock(&self.local);
+        match result {
+            Ok(status) => {
+                if local.down_since.take().is_some() {
+                    info!(role = %status.role, run_id = %status.run_id, "local redis is up");
+                }
+                local.last_seen = Some(SystemTime::now());
+                local.health = RedisHealth::Up(status);
+            }
+            Err(e) => {
+                let since = *local.down_since.get_or_insert_with(|| {
+                    warn!(error = %e, "local redis is down");
+                    now
+                });
+                local.health = RedisHealth::Down {
+                    kind: e.down_kind(),
+                    for_ms: now.since(since).0,
+                    error: e.to_string(),
+                };
+            }
+        }
+    }
+
+    fn build_report(&self, state: &ClusterState) -> NodeReport {
+        let me = self.config.me;
+        let mut local = lock(&self.local);
+        let handover_paused = state
+            .switchover
+            .as_ref()
+            .is_some_and(|sw| sw.from == me && local.handover_paused_for == Some(sw.epoch));
+        local.last_reported = Some((
+            local.health.status().is_some(),
+            local.health.status().map(|s| s.role),
+        ));
+        NodeReport {
+            node: me,
+            member: self.config.member.clone(),
+            redis: self.redis.is_some().then(|| local.health.clone()),
+            fenced: local.fenced,
+            handover_paused,
+        }
+    }
+
+    async fn report(&self, state: &ClusterState) {
+        let report = self.build_report(state);
+        let sent_at = self.clock.now();
+        let timeout = (self.config.lease / 2).min(Duration::from_secs(1));
+        match self.sink.deliver(report, timeout).await {
+            Ok(ack) => {
+                let mut local = lock(&self.local);
+                local.contact_at = renewed_contact(local.contact_at, &ack, sent_at, state.epoch);
+                local.master_offset = ack.master_offset;
+            }
+            Err(e) => {
+                let leader = self.consensus.facts().leader;
+                self.metrics
+                    .reports_failed
+                    .get_or_create(&PeerLabel {
+                        peer: leader.map_or_else(|| "none".to_string(), |l| l.to_string()),
+                    })
+                    .inc();
+                debug!(error = %e, "report not acknowledged");
+            }
+        }
+    }
+
+    async fn reconcile(&mut self, state: &ClusterState) {
+        let Some(redis) = &self.redis else { return };
+        let now = self.clock.now();
+        let (health, contact_at, fenced) = {
+            let local = lock(&self.local);
+            (local.health.clone(), local.contact_at, local.fenced)
+        };
+        let view = LocalView {
+            self_id: self.config.me,
+            state,
+            redis: &health,
+            contact_age: contact_at.map(|c| now.since(c)),
+            fenced,
+            lease: millis(self.config.lease),
+        };
+        let plan = plan_local(&view);
+        if let Some(kube) = &mut self.kube {
+            let facts = RoleFacts {
+                witness: false,
+                committed_master_is_self: state.master == Some(self.config.me),
+                local_redis_is_master: health.status().is_some_and(|s| s.role == RedisRole::Master),
+                losing_writes: losing_writes(fenced, &plan.actions),
+            };
+            // The label moves away from master before a demotion or fence runs below, and a
+            // slow API server only delays the label, never those safety actions.
+            kube.label(desired_role_label(facts)).await;
+        }
+        {
+            let mut local = lock(&self.local);
+            if plan.reason != local.last_plan_reason {
+                if plan.actions.is_empty() {
+                    debug!(reason = %plan.reason, "reconcile");
+                } else {
+                    info!(reason = %plan.reason, epoch = state.epoch, "reconcile");
+                }
+                local.last_plan_reason = plan.reason.clone();
+            }
+        }
+        let changes_role = plan.actions.iter().any(|a| {
+            matches!(
+                a,
+                LocalAction::Promote
+                    | LocalAction::ReplicateFrom { .. }
+                    | LocalAction::Demote { .. }
+            )
+        });
+        let pause = Duration::from_millis(fence_pause(millis(self.config.down_after)).0);
+        for action in plan.actions {
+            let result = match &action {
+                LocalAction::Promote => redis.promote().await,
+                LocalAction::ReplicateFrom { host, port } => {
+                    redis.replicate_from(host, *port).await
+                }
+                LocalAction::Demote { host, port } => redis.demote(host, *port).await,
+                LocalAction::PauseWrites => redis.pause_writes(pause).await,
+                LocalAction::Unpause => redis.unpause().await,
+            };
+            if let Err(e) = result {
+                warn!(?action, error = %e, "reconcile action failed; will retry next cycle");
+                break;
+            }
+            self.note_done(&action, state, &plan.reason);
+        }
+        // A role change is visible to clients (`/state`, `/master`) only through the probe:
+        // take it now rather than a probe interval later.
+        if changes_role {
+            self.probe().await;
+        }
+    }
+
+    fn note_done(&self, action: &LocalAction, state: &ClusterState, reason: &str) {
+        let mut local = lock(&self.local);
+        match action {
+            LocalAction::Promote => info!(epoch = state.epoch, "promoted local redis to master"),
+            LocalAction::ReplicateFrom { host, port } => {
+                info!(epoch = state.epoch, master = %state.master_member().map_or("?", |m| m.name.as_str()), %host, port, "local redis now replicates from the master")
+            }
+            LocalAction::Demote { host, port } => {
+                info!(epoch = state.epoch, master = %state.master_member().map_or("?", |m| m.name.as_str()), %host, port, "local redis demoted; its client connections closed")
+            }
+            LocalAction::PauseWrites => {
+                // During a switchover, a pause of the master's writes makes the offset we
+                // report next final: the coordinator may then commit.
+                local.handover_paused_for = state
+                    .switchover
+                    .as_ref()
+                    .filter(|sw| sw.from == self.config.me)
+                    .map(|sw| sw.epoch);
+                if !local.fenced {
+                    warn!(%reason, "fenced: local redis writes paused");
+                }
+                local.fenced = true;
+            }
+            LocalAction::Unpause => {
+                if local.fenced {
+                    info!("unfenced: local redis writes allowed");
+                }
+                local.fenced = false;
+            }
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! The member and coordinator loops on a fake Redis and a fake consensus, in tokio's
+//! paused time: every cycle is driven by hand and the clock only moves when told.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::consensus::{Consensus, FakeConsensus};
+use super::coordinator::{Coordinator, ReportRefusal};
+use super::member::{LocalState, MemberConfig, MemberLoop, ReportSink};
+use super::{Clock, lock};
+use crate::addr::node_id;
+use crate::decide::Policy;
+use crate::metrics::Metrics;
+use crate::model::{
+    ClusterState, Member, MemberKind, Millis, NodeId, NodeReport, RedisHealth, ReportAck,
+};
+use crate::redis::RedisError;
+use crate::redis::fake::FakeRedis;
+
+const PROBE: Duration = Duration::from_millis(200);
+const LEASE: Duration = Duration::from_secs(3);
+const DOWN_AFTER: Duration = Duration::from_secs(5);
+
+fn id(name: &str) -> NodeId {
+    node_id(&format!("{name}:7000"))
+}
+
+fn member(name: &str, kind: MemberKind) -> Member {
+    Member {
+        name: name.into(),
+        site: name.into(),
+        kind,
+        redis_addr: (kind == MemberKind::Data).then(|| format!("{name}:6379")),
+        api_addr: format!("{name}:8080"),
+        raft_addr: format!("{name}:7000"),
+        priority: 100,
+        no_promote: false,
+    }
+}
+
+/// Data members a and b, witness c; `master` elected at epoch 1 with `run_id`.
+fn cluster(master: &str, run_id: &str) -> ClusterState {
+    let mut s = ClusterState::default();
+    s.members.insert(id("a"), member("a", MemberKind::Data));
+    s.members.insert(id("b"), member("b", MemberKind::Data));
+    s.members.insert(id("c"), member("c", MemberKind::Witness));
+    s.master = Some(id(master));
+    s.master_run_id = Some(run_id.into());
+    s.epoch = 1;
+    s
+}
+
+fn policy() -> Policy {
+    Policy {
+        redis_down_after: Millis(300),
+        down_after: Millis(5_000),
+        max_lag_bytes: 1_048_576,
+        switchover_timeout: Millis(5_000),
+    }
+}
+
+/// A coordinator led by `leader`, with a, b, c as voters.
+fn coordinator(leader: &str, state: ClusterState) -> (Arc<FakeConsensus>, Arc<Coordinator>) {
+    let consensus = Arc::new(FakeConsensus::leading(
+        id(leader),
+        &[id("a"), id("b"), id("c")],
+    ));
+    consensus.set_state(|s| *s = state);
+    let coordinator = Arc::new(Coordinator::new(
+        policy(),
+        Clock::start(),
+        Arc::new(Metrics::new()),
+    ));
+    // Leadership starts with the coordinator's first look: what was heard before is dropped.
+    let _ = coordinator.snapshot(&consensus.facts(), consensus.state());
+    (consensus, coordinator)
+}
+
+/// Reports go straight to an in-process coordinator.
+struct InProcess {
+    consensus: Arc<FakeConsensus>,
+    coordinator: Arc<Coordinator>,
+}
+
+impl ReportSink for InProcess {
+    async fn deliver(&self, report: NodeReport, _: Duration) -> Result<ReportAck, String> {
+        self.coordinator
+            .handle_report(&self.consensus.facts(), &self.consensus.state(), report)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Answers every report with `ack` (none: unreachable) and keeps what was sent.
+#[derive(Clone, Default)]
+struct Scripted {
+    ack: Arc<Mutex<Option<ReportAck>>>,
+    sent: Arc<Mutex<Vec<NodeReport>>>,
+}
+
+impl Scripted {
+    fn answer(&self, ack: Option<ReportAck>) {
+        *lock(&self.ack) = ack;
+    }
+}
+
+impl ReportSink for Scripted {
+    async fn deliver(&self, report: NodeReport, _: Duration) -> Result<ReportAck, String> {
+        lock(&self.sent).push(report);
+        lock(&self.ack).clone().ok_or_else(|| "unreachable".into())
+    }
+}
+
+fn confirmed(epoch: u64) -> Option<ReportAck> {
+    Some(ReportAck {
+        quorum_ack_age_ms: Some(0),
+        epoch,
+        master: None,
+        master_offset: None,
+    })
+}
+
+fn member_loop<S: ReportSink>(
+    name: &str,
+    redis: FakeRedis,
+    consensus: Arc<FakeConsensus>,
+    sink: S,
+) -> MemberLoop<FakeRedis, FakeConsensus, S> {
+    MemberLoop {
+        config: MemberConfig {
+            me: id(name),
+            member: member(name, MemberKind::Data),
+            probe_interval: PROBE,
+            lease: LEASE,
+            down_after: DOWN_AFTER,
+        },
+        redis: Some(redis),
+        consensus,
+        sink,
+        local: Arc::new(Mutex::new(LocalState::default())),
+        kube: None,
+        metrics: Arc::new(Metrics::new()),
+        clock: Clock::start(),
+    }
+}
+
+/// Cycle (reporting every time) for `total`, one probe interval at a time.
+async fn run_for<S: ReportSink>(m: &mut MemberLoop<FakeRedis, FakeConsensus, S>, total: Duration) {
+    let mut left = total;
+    while !left.is_zero() {
+        let step = left.min(PROBE);
+        tokio::time::advance(step).await;
+        left -= step;
+        m.cycle(true).await;
+    }
+}
+
+fn paused(redis: &FakeRedis) -> bool {
+    redis.snapshot().paused.is_some()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_isolated_master_fences_at_the_lease_and_not_before() {
+    let (consensus, _) = coordinator("c", cluster("a", "run-a"));
+    let redis = FakeRedis::master("run-a");
+    let sink = Scripted::default();
+    sink.answer(confirmed(1));
+    let mut m = member_loop("a", redis.clone(), consensus, sink.clone());
+    m.cycle(true).await;
+    assert!(
+        !paused(&redis),
+        "confirmed contact lifts the start-up fence"
+    );
+    sink.answer(None);
+    run_for(&mut m, LEASE - PROBE).await;
+    assert!(!paused(&redis), "still inside the lease");
+    run_for(&mut m, 2 * PROBE).await;
+    assert!(paused(&redis), "past the lease: writes paused");
+    let pause = redis.snapshot().paused.expect("paused");
+    assert!(
+        pause >= Duration::from_secs(30),
+        "a crashed agent leaves it fenced: {pause:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ack_from_a_newer_epoch_does_not_renew_the_lease() {
+    let (consensus, _) = coordinator("c", cluster("a", "run-a"));
+    let redis = FakeRedis::master("run-a");
+    let sink = Scripted::default();
+    sink.answer(confirmed(1));
+    let mut m = member_loop("a", redis.clone(), consensus, sink.clone());
+    m.cycle(true).await;
+    // The coordinator has moved on to epoch 2 (maybe our successor); we have not seen it.
+    sink.answer(confirmed(2));
+    run_for(&mut m, LEASE + PROBE).await;
+    assert!(
+        paused(&redis),
+        "acks ahead of our epoch must not keep us writable"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn demotion_comes_before_unpause() {
+    let (consensus, _) = coordinator("c", cluster("b", "run-b"));
+    let redis = FakeRedis::master("run-a");
+    let sink = Scripted::default();
+    sink.answer(confirmed(1));
+    let mut m = member_loop("a", redis.clone(), consensus, sink);
+    m.cycle(true).await;
+    let changes: Vec<String> = redis
+        .changes()
+        .into_iter()
+        .filter(|c| !c.starts_with("CONFIG"))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "MULTI REPLICAOF b 6379; CLIENT KILL TYPE normal; CLIENT KILL TYPE pubsub EXEC",
+            "CLIENT UNPAUSE"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_redis_command_when_everything_is_already_right() {
+    let (consensus, _) = coordinator("c", cluster("a", "run-a"));
+    let redis = FakeRedis::master("run-a");
+    let sink = Scripted::default();
+    sink.answer(confirmed(1));
+    let mut m = member_loop("a", redis.clone(), consensus, sink);
+    m.cycle(true).await;
+    redis.clear_commands();
+    run_for(&mut m, Duration::from_secs(2)).await;
+    assert_eq!(redis.changes(), Vec::<String>::new());
+    assert!(!redis.snapshot().commands.is_empty(), "it kept probing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_follows_the_committed_master_once() {
+    let (consensus, _) = coordinator("c", cluster("b", "run-b"));
+    let redis = FakeRedis::replica_of("run-a", "old:6379");
+    let sink = Scripted::default();
+    sink.answer(confirmed(1));
+    let mut m = member_loop("a", redis.clone(), consensus, sink);
+    run_for(&mut m, Duration::from_secs(1)).await;
+    let replicaof: Vec<String> = redis
+        .changes()
+        .into_iter()
+        .filter(|c| c.starts_with("REPLICAOF"))
+        .collect();
+    assert_eq!(replicaof, ["REPLICAOF b 6379"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_master_is_fenced_not_trusted() {
+    let (consensus, _) = coordinator("c", cluster("a", "run-a"));
+    // Same node, another process: it may have come back empty.
+    let redis = FakeRedis::master("run-a-restarted");
+    let sink = Scripted::default();
+    sink.answer(confirmed(1));
+    let mut m = member_loop("a", redis.clone(), consensus, sink);
+    m.cycle(true).await;
+    assert!(paused(&redis));
+    assert!(!redis.changes().iter().any(|c| c.contains("UNPAUSE")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redis_that_refuses_auth_is_reported_with_the_reason() {
+    let (consensus, _) = coordinator("c", cluster("a", "run-a"));
+    let redis = FakeRedis::master("run-a");
+    redis.with(|s| {
+        s.failing = Some(RedisError::Unreachable(
+            "INFO: WRONGPASS invalid username-password pair".into(),
+        ))
+    });
+    let sink = Scripted::default();
+    sink.answer(confirmed(1));
+    let mut m = member_loop("a", redis.clone(), consensus, sink.clone());
+    m.cycle(true).await;
+    let sent = lock(&sink.sent).clone();
+    let Some(RedisHealth::Down { error, .. }) = sent.last().and_then(|r| r.redis.clone()) else {
+        panic!("reported up: {sent:?}");
+    };
+    assert!(error.contains("WRONGPASS"), "{error}");
+    assert!(lock(&m.local).last_plan_reason.contains("down"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_coordinator_elects_the_best_reporting_data_node() {
+    let mut state = cluster("a", "run-a");
+    state.master = None;
+    state.master_run_id = None;
+    state.epoch = 0;
+    let (consensus, coordinator) = coordinator("c", state);
+    let a = FakeRedis::master("run-a");
+    a.with(|s| s.offset = 100);
+    let b = FakeRedis::master("run-b");
+    let sink = || InProcess {
+        consensus: consensus.clone(),
+        coordinator: coordinator.clone(),
+    };
+    let mut ma = member_loop("a", a.clone(), consensus.clone(), sink());
+    let mut mb = member_loop("b", b.clone(), consensus.clone(), sink());
+    coordinator
+        .handle_report(
+            &consensus.facts(),
+            &consensus.state(),
+            NodeReport {
+                node: id("c"),
+                member: member("c", MemberKind::Witness),
+                redis: None,
+                fenced: false,
+                handover_paused: false,
+            },
+        )
+        .expect("witness report");
+    ma.cycle(true).await;
+    mb.cycle(true).await;
+    coordinator.decide_once(consensus.as_ref()).await;
+    let state = consensus.state();
+    assert_eq!(state.master, Some(id("a")), "the node holding data wins");
+    assert_eq!(state.epoch, 1);
+    mb.cycle(true).await;
+    assert!(
+        b.changes()
+            .iter()
+            .any(|c| c.starts_with("MULTI REPLICAOF a 6379;")),
+        "{:?}",
+        b.changes()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn reports_from_non_members_are_refused_and_a_removed_member_stays_removed() {
+    let (consensus, coordinator) = coordinator("c", cluster("a", "run-a"));
+    let ghost = NodeReport {
+        node: id("ghost"),
+        member: member("ghost", MemberKind::Data),
+        redis: None,
+        fenced: false,
+        handover_paused: false,
+    };
+    let refused = coordinator.handle_report(&consensus.facts(), &consensus.state(), ghost);
+    assert!(
+        matches!(refused, Err(ReportRefusal::NotMember { .. })),
+        "{refused:?}"
+    );
+
+    // b reports, is removed, and its cached report must not register it again.
+    let b_report = NodeReport {
+        node: id("b"),
+        member: member("b", MemberKind::Data),
+        redis: None,
+        fenced: false,
+        handover_paused: false,
+    };
+    for name in ["a", "c"] {
+        let mut r = b_report.clone();
+        r.node = id(name);
+        r.member = member(name, MemberKind::Data);
+        coordinator
+            .handle_report(&consensus.facts(), &consensus.state(), r)
+            .expect("member report");
+    }
+    coordinator
+        .handle_report(&consensus.facts(), &consensus.state(), b_report.clone())
+        .expect("b is a member");
+    coordinator
+        .remove_member(consensus.as_ref(), id("c"), "b")
+        .await
+        .expect("a and c are live");
+    coordinator.decide_once(consensus.as_ref()).await;
+    assert!(!consensus.state().members.contains_key(&id("b")));
+    let again = coordinator.handle_report(&consensus.facts(), &consensus.state(), b_report);
+    assert!(
+        matches!(again, Err(ReportRefusal::NotMember { .. })),
+        "{again:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_report_to_a_non_leader_renews_no_lease() {
+    let (consensus, coordinator) = coordinator("c", cluster("a", "run-a"));
+    consensus.set_facts(|f| {
+        f.state = openraft::ServerState::Follower;
+        f.leader = Some(id("b"));
+    });
+    let sink = InProcess {
+        consensus: consensus.clone(),
+        coordinator,
+    };
+    let redis = FakeRedis::master("run-a");
+    let mut m = member_loop("a", redis.clone(), consensus, sink);
+    m.cycle(true).await;
+    assert!(lock(&m.local).contact_at.is_none());
+    assert!(paused(&redis), "never confirmed: stays fenced");
+}
+
+#[tokio::test(start_paused = true)]
+async fn switchover_pauses_then_promotes_then_demotes_then_unpauses() {
+    let (consensus, coordinator) = coordinator("c", cluster("a", "run-a"));
+    let a = FakeRedis::master("run-a");
+    a.with(|s| s.offset = 500);
+    let b = FakeRedis::replica_of("run-b", "a:6379");
+    b.with(|s| s.offset = 500);
+    let sink = || InProcess {
+        consensus: consensus.clone(),
+        coordinator: coordinator.clone(),
+    };
+    let mut ma = member_loop("a", a.clone(), consensus.clone(), sink());
+    let mut mb = member_loop("b", b.clone(), consensus.clone(), sink());
+    ma.cycle(true).await;
+    mb.cycle(true).await;
+    a.clear_commands();
+    b.clear_commands();
+
+    let requested = {
+        let (consensus, coordinator) = (consensus.clone(), coordinator.clone());
+        tokio::spawn(async move { coordinator.switchover(consensus.as_ref(), Some("b")).await })
+    };
+    for _ in 0..20 {
+        if consensus.state().master == Some(id("b")) && consensus.state().switchover.is_none() {
+            break;
+        }
+        tokio::time::advance(Duration::from_millis(20)).await;
+        ma.cycle(true).await;
+        mb.cycle(true).await;
+        coordinator.decide_once(consensus.as_ref()).await;
+    }
+    ma.cycle(true).await;
+    mb.cycle(true).await;
+    let done = requested.await.expect("joined").expect("switchover done");
+    assert_eq!((done.from.as_str(), done.to.as_str()), ("a", "b"));
+    let a_changes: Vec<String> = a
+        .changes()
+        .into_iter()
+        .filter(|c| !c.starts_with("CONFIG"))
+        .collect();
+    let first_pause = a_changes
+        .iter()
+        .position(|c| c.starts_with("CLIENT PAUSE"))
+        .expect("paused");
+    let demote = a_changes
+        .iter()
+        .position(|c| c.starts_with("MULTI REPLICAOF b 6379; CLIENT KILL"))
+        .expect("demoted, its clients closed");
+    let unpause = a_changes
+        .iter()
+        .position(|c| c == "CLIENT UNPAUSE")
+        .expect("unpaused");
+    assert!(first_pause < demote && demote < unpause, "{a_changes:?}");
+    assert_eq!(b.changes(), ["REPLICAOF NO ONE"]);
+    assert!(
+        !paused(&a),
+        "the demoted master is writable as a replica again"
+    );
+}

@@ -1,0 +1,158 @@
+//! An in-memory [`RedisNode`] for unit tests of the loops: a role, an offset, a
+//! replication link and a pause, every command recorded, failures injected on demand.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::{RedisError, RedisNode};
+use crate::model::{RedisRole, RedisStatus};
+
+/// What the fake Redis holds; tests read and change it through [`FakeRedis::with`].
+#[derive(Clone, Debug)]
+pub struct FakeState {
+    pub run_id: String,
+    pub role: RedisRole,
+    /// `host:port` it replicates from, as `REPLICAOF` set it.
+    pub master_addr: Option<String>,
+    pub link_up: bool,
+    pub offset: u64,
+    /// Length of the last `CLIENT PAUSE`, until `CLIENT UNPAUSE`.
+    pub paused: Option<Duration>,
+    /// Every call fails with this while set (the process is gone, or refuses us).
+    pub failing: Option<RedisError>,
+    /// Every command received, `INFO` included, in order.
+    pub commands: Vec<String>,
+}
+
+/// Cheap to clone; clones share one state.
+#[derive(Clone)]
+pub struct FakeRedis {
+    state: Arc<Mutex<FakeState>>,
+}
+
+impl FakeRedis {
+    pub fn master(run_id: &str) -> FakeRedis {
+        FakeRedis {
+            state: Arc::new(Mutex::new(FakeState {
+                run_id: run_id.to_string(),
+                role: RedisRole::Master,
+                master_addr: None,
+                link_up: false,
+                offset: 0,
+                paused: None,
+                failing: None,
+                commands: Vec::new(),
+            })),
+        }
+    }
+
+    pub fn replica_of(run_id: &str, master_addr: &str) -> FakeRedis {
+        let fake = FakeRedis::master(run_id);
+        fake.with(|s| {
+            s.role = RedisRole::Replica;
+            s.master_addr = Some(master_addr.to_string());
+            s.link_up = true;
+        });
+        fake
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn with<T>(&self, change: impl FnOnce(&mut FakeState) -> T) -> T {
+        change(&mut self.lock())
+    }
+
+    pub fn snapshot(&self) -> FakeState {
+        self.lock().clone()
+    }
+
+    /// The commands that change something (everything but `INFO`).
+    pub fn changes(&self) -> Vec<String> {
+        self.lock()
+            .commands
+            .iter()
+            .filter(|c| *c != "INFO")
+            .cloned()
+            .collect()
+    }
+
+    pub fn clear_commands(&self) {
+        self.lock().commands.clear();
+    }
+
+    fn command(&self, name: String) -> Result<MutexGuard<'_, FakeState>, RedisError> {
+        let mut state = self.lock();
+        if let Some(e) = &state.failing {
+            return Err(e.clone());
+        }
+        state.commands.push(name);
+        Ok(state)
+    }
+}
+
+impl RedisNode for FakeRedis {
+    async fn probe(&self) -> Result<RedisStatus, RedisError> {
+        let s = self.command("INFO".into())?;
+        Ok(RedisStatus {
+            run_id: s.run_id.clone(),
+            role: s.role,
+            master_addr: s.master_addr.clone(),
+            master_link_up: s.role == RedisRole::Replica && s.link_up,
+            repl_offset: s.offset,
+            keys: 0,
+        })
+    }
+
+    async fn promote(&self) -> Result<(), RedisError> {
+        let mut s = self.command("REPLICAOF NO ONE".into())?;
+        s.role = RedisRole::Master;
+        s.master_addr = None;
+        s.link_up = false;
+        Ok(())
+    }
+
+    async fn replicate_from(&self, host: &str, port: u16) -> Result<(), RedisError> {
+        let mut s = self.command(format!("REPLICAOF {host} {port}"))?;
+        s.role = RedisRole::Replica;
+        s.master_addr = Some(crate::addr::join_host_port(host, port));
+        s.link_up = true;
+        Ok(())
+    }
+
+    async fn demote(&self, host: &str, port: u16) -> Result<(), RedisError> {
+        let mut s = self.command(format!(
+            "MULTI REPLICAOF {host} {port}; CLIENT KILL TYPE normal; CLIENT KILL TYPE pubsub EXEC"
+        ))?;
+        s.role = RedisRole::Replica;
+        s.master_addr = Some(crate::addr::join_host_port(host, port));
+        s.link_up = true;
+        Ok(())
+    }
+
+    async fn pause_writes(&self, duration: Duration) -> Result<(), RedisError> {
+        let mut s = self.command(format!("CLIENT PAUSE {} WRITE", duration.as_millis()))?;
+        s.paused = Some(duration);
+        Ok(())
+    }
+
+    async fn unpause(&self) -> Result<(), RedisError> {
+        let mut s = self.command("CLIENT UNPAUSE".into())?;
+        s.paused = None;
+        Ok(())
+    }
+
+    async fn tune_replication(
+        &self,
+        ping_period: Duration,
+        timeout: Duration,
+    ) -> Result<(), RedisError> {
+        self.command(format!(
+            "CONFIG SET repl-ping-replica-period {} repl-timeout {}",
+            ping_period.as_secs(),
+            timeout.as_secs()
+        ))
+        .map(drop)
+    }
+}
