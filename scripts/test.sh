@@ -17,5 +17,5 @@ if ! valkey_ok; then
 fi
 echo "Valkey leg: RORC_REDIS_SERVER=$VALKEY_SERVER"
 RORC_REDIS_SERVER="$VALKEY_SERVER" cargo test --no-fail-fast \
-  --test redis_adapter --test cluster --test switchover --test sentinel_endpoint \
+  --test redis_adapter --test cluster --test switchover --test demotion --test sentinel_endpoint \
   --test netns_scenarios "$@"
