@@ -2,6 +2,9 @@
 # Install what the demo and the tests need on a fresh Debian/Ubuntu machine:
 # redis-server (real Redis for every test), redis-sentinel (benchmarks), iproute2/iptables,
 # and valkey-server (the Valkey test leg), cached outside the work tree.
+# In CI also the runtimes of the stock-client matrix (node, java, maven, python venv);
+# elsewhere tests/client_matrix.rs skips a client whose runtime is missing (the libraries
+# themselves come from scripts/install-clients.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 # shellcheck source=scripts/valkey.sh
@@ -11,6 +14,13 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+if [ -n "${CI:-}" ]; then
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
+  command -v mvn >/dev/null 2>&1 || missing+=(maven)
+  python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
+fi
 if ! valkey_ok; then
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
   python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Every test: unit tests, real redis-server adapter tests, multi-process cluster tests, and
-# the benchmark's smoke test (one short run of each scenario against Redis Sentinel); then
-# the Valkey leg: the test binaries that drive real servers again, against valkey-server.
+# Every test: unit tests, real redis-server adapter tests, multi-process cluster tests, the
+# stock-client matrix, and the benchmark's smoke test (one short run of each scenario
+# against Redis Sentinel); then the Valkey leg: the test binaries that drive real servers
+# again, against valkey-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+# The stock clients of tests/client_matrix.rs, into a cache (seconds once cached).
+scripts/install-clients.sh >/dev/null
 # shellcheck source=scripts/valkey.sh
 . scripts/valkey.sh
 cargo fmt --all -- --check

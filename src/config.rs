@@ -122,6 +122,17 @@ pub struct AgentArgs {
     /// Master name the Sentinel endpoint answers to (what clients pass to master_for).
     #[arg(long, default_value = "mymaster")]
     pub sentinel_master_name: String,
+    /// Address other agents list for this agent's Sentinel endpoint (default: --sentinel-bind, or the own --raft-peers host with its port when it binds 0.0.0.0).
+    #[arg(long, default_value = "")]
+    pub sentinel_announce: String,
+    /// Password the Sentinel endpoint requires, on every agent including the witness (default: --redis-password).
+    #[arg(
+        long,
+        env = "SENTINEL_PASSWORD",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub sentinel_password: String,
     /// Site name shown in status and logs.
     #[arg(long, env = "SITE", default_value = "")]
     pub site: String,
@@ -216,6 +227,10 @@ pub struct Settings {
     /// Where the Sentinel-compatible endpoint listens; `None`: off.
     pub sentinel_bind: Option<SocketAddr>,
     pub sentinel_master_name: String,
+    /// What other agents list for this endpoint; `None` when it is off.
+    pub sentinel_announce: Option<String>,
+    /// Required by the endpoint when set.
+    pub sentinel_password: Option<String>,
     pub raft_data_dir: PathBuf,
     pub redis: Option<crate::redis::RedisConfig>,
     pub redis_announce: Option<String>,
@@ -461,6 +476,22 @@ impl AgentArgs {
             })?;
             Some(join_host_port(&h, p))
         };
+        let sentinel_announce = match (sentinel_bind, self.sentinel_announce.as_str()) {
+            (None, _) => None,
+            (Some(bind), "") if bind.ip().is_unspecified() => {
+                Some(join_host_port(&me.host, bind.port()))
+            }
+            (Some(bind), "") => Some(join_host_port(&bind.ip().to_string(), bind.port())),
+            (Some(bind), announce) => {
+                let (h, p) = split_host_port(announce, bind.port())
+                    .map_err(|e| err(format!("bad --sentinel-announce {announce:?}: {e}")))?;
+                Some(join_host_port(&h, p))
+            }
+        };
+        let sentinel_password = [&self.sentinel_password, &self.redis_password]
+            .into_iter()
+            .find(|p| !p.is_empty())
+            .cloned();
         let master_endpoints_service = match self.master_endpoints_service.trim() {
             "" => None,
             svc if is_dns_label(svc) => Some(svc.to_string()),
@@ -501,6 +532,8 @@ impl AgentArgs {
             api_bind,
             sentinel_bind,
             sentinel_master_name: self.sentinel_master_name.clone(),
+            sentinel_announce,
+            sentinel_password,
             raft_data_dir: self.raft_data_dir.clone(),
             redis,
             redis_announce,
@@ -763,6 +796,35 @@ mod tests {
             Some("0.0.0.0:26379".parse().expect("addr"))
         );
         assert_eq!(s.sentinel_master_name, "orders");
+        assert_eq!(s.sentinel_announce.as_deref(), Some("10.0.0.1:26379"));
+    }
+
+    #[test]
+    fn sentinel_announce_and_password_defaults() {
+        let peers = "--raft-peers=10.0.0.1:7000,10.0.0.2:7000";
+        let me = "--raft-advertise=10.0.0.1:7000";
+        let s = settings(&[peers, me, "--redis-password=r"]).expect("no endpoint");
+        assert_eq!(s.sentinel_announce, None);
+        assert_eq!(s.sentinel_password.as_deref(), Some("r"));
+        let s = settings(&[peers, me, "--sentinel-bind=127.0.0.1:26380"]).expect("bound");
+        assert_eq!(s.sentinel_announce.as_deref(), Some("127.0.0.1:26380"));
+        assert_eq!(s.sentinel_password, None);
+        let s = settings(&[
+            peers,
+            me,
+            "--standalone",
+            "--election-mode=raft",
+            "--redis-password=r",
+            "--sentinel-password=s",
+            "--sentinel-bind=0.0.0.0:26379",
+            "--sentinel-announce=sentinel.example",
+        ])
+        .expect("witness");
+        assert_eq!(
+            s.sentinel_announce.as_deref(),
+            Some("sentinel.example:26379")
+        );
+        assert_eq!(s.sentinel_password.as_deref(), Some("s"), "the witness too");
     }
 
     #[test]

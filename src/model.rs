@@ -52,6 +52,10 @@ pub struct Member {
     /// Higher wins when replication offsets are equal.
     pub priority: u32,
     pub no_promote: bool,
+    /// Where this agent serves the Sentinel protocol for other agents' `SENTINEL sentinels`
+    /// (`host:port`); `None` when the endpoint is off.
+    #[serde(default)]
+    pub sentinel_addr: Option<String>,
 }
 
 impl Member {
@@ -399,6 +403,27 @@ pub struct ReportAck {
     pub master: Option<NodeId>,
     /// The master's last reported replication offset, so replicas can tell their lag.
     pub master_offset: Option<u64>,
+    /// The coordinator's latest report of every member, so each agent's Sentinel endpoint
+    /// shows the same health (only the coordinator holds reports).
+    #[serde(default)]
+    pub health: BTreeMap<NodeId, MemberHealth>,
+}
+
+/// One member's latest report as the coordinator holds it, compacted for [`ReportAck`].
+/// Ages are relative to when the ack was built: clocks of different agents do not compare.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberHealth {
+    /// How long before the ack the coordinator received the report.
+    pub report_age_ms: u64,
+    /// Its agent saw its Redis down for this long (`None`: up, or a witness).
+    pub redis_down_ms: Option<u64>,
+    /// Role, run id, offset and link of its Redis when it was up.
+    pub role: Option<RedisRole>,
+    pub run_id: String,
+    pub repl_offset: u64,
+    pub master_link_up: bool,
+    /// For a replica: the `host:port` it replicates from.
+    pub master_addr: Option<String>,
 }
 
 #[cfg(test)]
@@ -415,6 +440,7 @@ mod tests {
             raft_addr: String::new(),
             priority: 0,
             no_promote: false,
+            sentinel_addr: None,
         }
     }
 

@@ -53,6 +53,10 @@ pub struct Coordinator {
     pub(super) switchover_wait: Duration,
     heard: Mutex<Heard>,
     pub(super) decide_now: Notify,
+    /// Held from snapshot to commit by each decision and operator request, so none commits
+    /// on a view another has just made stale (a removed member's cached report must not
+    /// register it again after its removal).
+    pub(super) turn: tokio::sync::Mutex<()>,
 }
 
 impl Coordinator {
@@ -71,6 +75,7 @@ impl Coordinator {
             switchover_wait,
             heard: Mutex::new(Heard::default()),
             decide_now: Notify::new(),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -121,11 +126,17 @@ impl Coordinator {
             );
             self.decide_now.notify_one();
         }
+        // Every agent's Sentinel endpoint shows the member health only the coordinator has.
+        let health = match quorum_ack_age_ms {
+            Some(_) => crate::sentinel::health_summary(&heard.reports, self.clock.now()),
+            None => Default::default(),
+        };
         Ok(ReportAck {
             quorum_ack_age_ms,
             epoch: state.epoch,
             master: state.master,
             master_offset,
+            health,
         })
     }
 
@@ -181,6 +192,7 @@ impl Coordinator {
 
     /// One decision over one snapshot; commits what it returns, in order.
     pub async fn decide_once<C: Consensus>(&self, consensus: &C) {
+        let _turn = self.turn.lock().await;
         let Some((reports, state)) = self.snapshot(&consensus.facts(), consensus.state()) else {
             return;
         };

@@ -9,13 +9,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::consensus::Consensus;
+use super::consensus::{Consensus, RaftFacts};
 use super::lock;
 use super::member::LocalState;
+use crate::config::Settings;
 use crate::decide::lease::is_isolated;
 use crate::kube::ClusterApi;
-use crate::model::{ClusterState, Millis, RedisRole};
-use crate::sentinel::SentinelView;
+use crate::model::{ClusterState, Millis, NodeId, RedisRole};
+use crate::sentinel::{SentinelFacts, SentinelView};
 
 /// Kubernetes updates of one member loop; each call is bounded so a slow API server only
 /// delays labels, never the loop's Redis actions.
@@ -100,25 +101,64 @@ impl KubeFeed {
     }
 }
 
-/// What the Sentinel endpoint serves: the committed master, flagged stale while this
-/// agent has no confirmed quorum contact (it may not know of a newer master).
-pub fn sentinel_view(
-    state: &ClusterState,
-    contact_age: Option<Millis>,
+/// What the Sentinel endpoint's view needs from the settings.
+pub struct SentinelFeed {
+    me: NodeId,
     lease: Millis,
-) -> SentinelView {
-    let mut view = crate::sentinel::view_from_state(state);
-    view.stale = is_isolated(contact_age, lease);
-    view
+    redis_down_after: Duration,
+    down_after: Duration,
+    failover_timeout: Duration,
 }
 
-/// Publish a new view on every committed change and every `tick` (staleness changes
-/// with time alone).
+impl SentinelFeed {
+    pub fn new(s: &Settings) -> SentinelFeed {
+        SentinelFeed {
+            me: s.me.id,
+            lease: super::millis(s.lease),
+            redis_down_after: s.redis_down_after,
+            down_after: s.down_after,
+            failover_timeout: s.switchover_timeout,
+        }
+    }
+
+    /// What the Sentinel endpoint serves: the committed master, flagged stale while this
+    /// agent has no confirmed quorum contact (it may not know of a newer master), and the
+    /// coordinator's member health from the last ack.
+    pub fn view(
+        &self,
+        state: &ClusterState,
+        raft: &RaftFacts,
+        local: &LocalState,
+        now: Millis,
+        previous: &SentinelView,
+    ) -> SentinelView {
+        let (health_age, health) = local
+            .cluster_health
+            .clone()
+            .map_or((Millis(0), BTreeMap::new()), |(at, h)| (now.since(at), h));
+        let facts = SentinelFacts {
+            now: std::time::Instant::now(),
+            own: self.me,
+            coordinator: raft.leader,
+            voters: raft.voters.len(),
+            health,
+            health_age: Duration::from_millis(health_age.0),
+            stale: is_isolated(local.contact_at.map(|c| now.since(c)), self.lease),
+            redis_down_after: self.redis_down_after,
+            down_after: self.down_after,
+            failover_timeout: self.failover_timeout,
+        };
+        crate::sentinel::build_view(state, &facts, previous)
+    }
+}
+
+/// Publish a new view on every committed change and every `tick` (staleness and health
+/// change with time alone).
 pub async fn feed_sentinel<C: Consensus>(
+    feed: SentinelFeed,
     consensus: Arc<C>,
     local: Arc<Mutex<LocalState>>,
     clock: super::Clock,
-    lease: Millis,
     tick: Duration,
     views: watch::Sender<SentinelView>,
 ) {
@@ -133,8 +173,16 @@ pub async fn feed_sentinel<C: Consensus>(
                 }
             }
         }
-        let contact_age = lock(&local).contact_at.map(|c| clock.now().since(c));
-        let fresh = sentinel_view(&consensus.state(), contact_age, lease);
+        let fresh = {
+            let previous = views.borrow();
+            feed.view(
+                &consensus.state(),
+                &consensus.facts(),
+                &lock(&local),
+                clock.now(),
+                &previous,
+            )
+        };
         views.send_if_modified(|current| {
             let changed = *current != fresh;
             if changed {

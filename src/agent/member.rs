@@ -3,6 +3,7 @@
 //! [`plan_local`] and executes what it returns. A witness runs it without a Redis: it
 //! only reports (to register and be seen).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -19,7 +20,8 @@ use crate::decide::local::{LocalAction, LocalView, plan_local};
 use crate::kube::{RoleFacts, desired_role_label};
 use crate::metrics::{Metrics, PeerLabel};
 use crate::model::{
-    ClusterState, DownKind, Member, Millis, NodeId, NodeReport, RedisHealth, RedisRole, ReportAck,
+    ClusterState, DownKind, Member, MemberHealth, Millis, NodeId, NodeReport, RedisHealth,
+    RedisRole, ReportAck,
 };
 use crate::redis::RedisNode;
 
@@ -59,6 +61,8 @@ pub struct LocalState {
     pub last_reported: Option<(bool, Option<RedisRole>)>,
     /// run_id of the Redis process whose replication timeouts we already set.
     pub tuned_run_id: Option<String>,
+    /// The coordinator's member health from its last confirmed ack, and when it came.
+    pub cluster_health: Option<(Millis, BTreeMap<NodeId, MemberHealth>)>,
 }
 
 impl Default for LocalState {
@@ -78,6 +82,7 @@ impl Default for LocalState {
             handover_paused_for: None,
             last_reported: None,
             tuned_run_id: None,
+            cluster_health: None,
         }
     }
 }
@@ -292,6 +297,9 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                 let mut local = lock(&self.local);
                 local.contact_at = renewed_contact(local.contact_at, &ack, sent_at, state.epoch);
                 local.master_offset = ack.master_offset;
+                if ack.quorum_ack_age_ms.is_some() {
+                    local.cluster_health = Some((self.clock.now(), ack.health));
+                }
             }
             Err(e) => {
                 let leader = self.consensus.facts().leader;

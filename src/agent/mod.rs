@@ -249,20 +249,26 @@ impl Agent {
                 .run(self.consensus.clone(), s.probe_interval / 2),
         );
         if let Some(listener) = sentinel_listener {
-            let lease = millis(s.lease);
-            let (view_tx, view_rx) =
-                watch::channel(feeds::sentinel_view(&self.consensus.state(), None, lease));
+            let feed = feeds::SentinelFeed::new(s);
+            let first = feed.view(
+                &self.consensus.state(),
+                &self.consensus.facts(),
+                &lock(&self.local),
+                self.clock.now(),
+                &Default::default(),
+            );
+            let (view_tx, view_rx) = watch::channel(first);
             let config = crate::sentinel::SentinelConfig {
                 master_name: s.sentinel_master_name.clone(),
-                password: s.redis.as_ref().and_then(|r| r.password.clone()),
+                password: s.sentinel_password.clone(),
             };
             info!(addr = %s.sentinel_bind.map_or_else(String::new, |a| a.to_string()), "serving the Sentinel-compatible endpoint");
             tokio::spawn(crate::sentinel::serve(listener, config, view_rx));
             tokio::spawn(feeds::feed_sentinel(
+                feed,
                 self.consensus.clone(),
                 self.local.clone(),
                 self.clock,
-                lease,
                 s.probe_interval,
                 view_tx,
             ));
@@ -322,6 +328,7 @@ impl Agent {
             raft_addr: s.me.addr.clone(),
             priority: s.priority,
             no_promote: s.no_promote,
+            sentinel_addr: s.sentinel_announce.clone(),
         }
     }
 
@@ -331,10 +338,6 @@ impl Agent {
 
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
-    }
-
-    pub fn raft(&self) -> Raft {
-        self.consensus.raft.clone()
     }
 
     /// A report from a member, on the peer port.

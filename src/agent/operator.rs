@@ -78,6 +78,7 @@ impl Coordinator {
         to: Option<&str>,
     ) -> Result<SwitchoverDone, OperatorError> {
         let started = Instant::now();
+        let turn = self.turn.lock().await;
         let (reports, state) = self
             .snapshot(&consensus.facts(), consensus.state())
             .ok_or_else(OperatorError::not_leader)?;
@@ -95,6 +96,7 @@ impl Coordinator {
         info!(from = %from_name, to = %to_name, epoch, "switchover requested");
         let mut committed = consensus.subscribe();
         commit(consensus, command).await?;
+        drop(turn);
         self.decide_now.notify_one();
         loop {
             let current = committed.borrow_and_update().clone();
@@ -137,6 +139,7 @@ impl Coordinator {
         consensus: &C,
         paused: bool,
     ) -> Result<(), OperatorError> {
+        let _turn = self.turn.lock().await;
         if !consensus.facts().is_leader() {
             return Err(OperatorError::not_leader());
         }
@@ -152,6 +155,7 @@ impl Coordinator {
         me: NodeId,
         name: &str,
     ) -> Result<NodeId, OperatorError> {
+        let _turn = self.turn.lock().await;
         let (reports, state) = self
             .snapshot(&consensus.facts(), consensus.state())
             .ok_or_else(OperatorError::not_leader)?;

@@ -35,6 +35,7 @@ fn member(name: &str, kind: MemberKind) -> Member {
         raft_addr: format!("{name}:7000"),
         priority: 100,
         no_promote: false,
+        sentinel_addr: None,
     }
 }
 
@@ -116,6 +117,7 @@ fn confirmed(epoch: u64) -> Option<ReportAck> {
         epoch,
         master: None,
         master_offset: None,
+        health: Default::default(),
     })
 }
 

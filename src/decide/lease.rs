@@ -60,6 +60,7 @@ mod tests {
             epoch,
             master: None,
             master_offset: None,
+            health: Default::default(),
         }
     }
 

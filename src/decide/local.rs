@@ -255,6 +255,7 @@ mod tests {
             raft_addr: format!("{name}:7000"),
             priority: 0,
             no_promote: false,
+            sentinel_addr: None,
         }
     }
 

@@ -143,6 +143,7 @@ mod tests {
             raft_addr: format!("{name}:7000"),
             priority: 100,
             no_promote: false,
+            sentinel_addr: None,
         }
     }
 

@@ -43,6 +43,7 @@ fn member(name: &str, kind: MemberKind) -> Member {
         raft_addr: format!("{name}:7000"),
         priority: 0,
         no_promote: false,
+        sentinel_addr: None,
     }
 }
 

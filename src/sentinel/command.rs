@@ -1,24 +1,25 @@
-//! The Sentinel command subset, as a pure function of the connection's session,
-//! the configuration and the current [`SentinelView`].
+//! The Sentinel command set: connection commands here, `SENTINEL` and `INFO` in
+//! [`super::report`]. Everything but `CLIENT LIST/KILL` (which see the other
+//! connections) is a function of the session, the configuration and the view.
 //!
 //! Replies follow what Redis Sentinel 7 answers, because stock clients parse them:
 //! field names and flags of the instance tables, error codes (`NOAUTH`, `WRONGPASS`,
 //! `NOPROTO`) and the RESP2 subscribed-mode rules.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use subtle::ConstantTimeEq;
 
+use super::clients::{ClientInfo, Clients};
 use super::glob;
+use super::report;
 use super::resp::{Protocol, Reply};
-use super::{Endpoint, ReplicaView, SentinelConfig, SentinelView};
+use super::{SentinelConfig, SentinelView};
 
-/// The pub/sub channel clients watch for master changes.
-pub const SWITCH_MASTER_CHANNEL: &str = "+switch-master";
-
-/// Redis version announced by `HELLO`: the Sentinel behaviour this endpoint follows.
-/// Clients gate features (RESP3) on it.
-const COMPAT_VERSION: &str = "7.0.0";
+/// Redis version announced by `HELLO` and `INFO`: the Sentinel behaviour this endpoint
+/// follows. Clients gate features (RESP3) on it.
+pub(super) const COMPAT_VERSION: &str = "7.0.0";
 
 /// The only ACL user: Redis's `requirepass` sets the password of `default`.
 const DEFAULT_USER: &[u8] = b"default";
@@ -26,24 +27,30 @@ const DEFAULT_USER: &[u8] = b"default";
 /// Characters of an unknown command's arguments echoed in its error, as Redis caps them.
 const ECHO_LIMIT: usize = 128;
 
+/// What a command may read besides its session.
+pub struct Context<'a> {
+    pub config: &'a SentinelConfig,
+    pub view: &'a SentinelView,
+    pub clients: &'a Clients,
+    pub now: Instant,
+}
+
 /// Per-connection state.
 #[derive(Debug)]
 pub struct Session {
-    pub id: u64,
+    pub info: ClientInfo,
     pub protocol: Protocol,
     authenticated: bool,
-    name: Option<Vec<u8>>,
     channels: BTreeSet<Vec<u8>>,
     patterns: BTreeSet<Vec<u8>>,
 }
 
 impl Session {
-    pub fn new(id: u64, config: &SentinelConfig) -> Self {
+    pub fn new(info: ClientInfo, config: &SentinelConfig) -> Self {
         Session {
-            id,
+            info,
             protocol: Protocol::Resp2,
             authenticated: config.password.is_none(),
-            name: None,
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
         }
@@ -107,41 +114,46 @@ impl Outcome {
     }
 }
 
-/// The `+switch-master` payload for a change from `old` to `new`, if the master moved
-/// or was chosen again under a new epoch (clients must then reconnect too: a restarted
-/// master may have lost data). No message without an old master: there is nothing to
-/// switch from, and a client that finds none keeps asking.
-pub fn switch_master_payload(
-    master_name: &str,
-    old: &SentinelView,
-    new: &SentinelView,
-) -> Option<String> {
-    let (Some(from), Some(to)) = (&old.master, &new.master) else {
-        return None;
-    };
-    let moved = (&from.host, from.port) != (&to.host, to.port);
-    if !moved && old.epoch == new.epoch {
-        return None;
-    }
-    Some(format!(
-        "{master_name} {} {} {} {}",
-        from.host, from.port, to.host, to.port
-    ))
-}
-
-/// Runs one command. `args` is never empty.
-pub fn handle(
-    session: &mut Session,
-    config: &SentinelConfig,
-    view: &SentinelView,
-    args: &[Vec<u8>],
-) -> Outcome {
+/// Runs one command and records it in the session's `CLIENT LIST` entry.
+pub fn handle(session: &mut Session, ctx: &Context<'_>, args: &[Vec<u8>]) -> Outcome {
     let Some((name, rest)) = args.split_first() else {
         return Outcome::replies(Vec::new());
     };
     let command = name.to_ascii_lowercase();
-    let command = command.as_slice();
+    // Recorded first, so `CLIENT INFO` names itself, as in Redis.
+    let info = &mut session.info;
+    info.last_active = ctx.now;
+    info.cmd = String::from_utf8_lossy(&command).into_owned();
+    if let Some(sub) = rest.first().filter(|_| has_subcommands(&command)) {
+        info.cmd = format!(
+            "{}|{}",
+            info.cmd,
+            String::from_utf8_lossy(sub).to_lowercase()
+        );
+    }
+    let outcome = dispatch(session, ctx, &command, name, rest);
+    let info = &mut session.info;
+    info.channels = session.channels.len();
+    info.patterns = session.patterns.len();
+    info.resp = match session.protocol {
+        Protocol::Resp2 => 2,
+        Protocol::Resp3 => 3,
+    };
+    outcome
+}
 
+fn has_subcommands(command: &[u8]) -> bool {
+    matches!(command, b"sentinel" | b"client" | b"command" | b"acl")
+}
+
+fn dispatch(
+    session: &mut Session,
+    ctx: &Context<'_>,
+    command: &[u8],
+    name: &[u8],
+    rest: &[Vec<u8>],
+) -> Outcome {
+    let config = ctx.config;
     // Commands a client may send before authenticating; HELLO checks on its own.
     if !session.authenticated && !matches!(command, b"auth" | b"hello" | b"quit") {
         return Outcome::reply(Reply::error("NOAUTH Authentication required."));
@@ -173,15 +185,21 @@ pub fn handle(
             close: true,
         },
         b"reset" => {
-            *session = Session::new(session.id, config);
+            let info = session.info.clone();
+            *session = Session::new(info, config);
+            session.info.name.clear();
             Outcome::reply(Reply::Simple("RESET".to_string()))
         }
-        b"role" => Outcome::reply(Reply::Array(vec![
+        b"role" if rest.is_empty() => Outcome::reply(Reply::Array(vec![
             Reply::bulk("sentinel"),
             Reply::Array(vec![Reply::bulk(&config.master_name)]),
         ])),
-        b"sentinel" => Outcome::reply(sentinel(config, view, rest)),
-        b"client" => Outcome::reply(client(session, rest)),
+        b"role" => Outcome::reply(wrong_arity("role")),
+        b"sentinel" => Outcome::reply(report::sentinel(ctx, rest)),
+        b"info" => Outcome::reply(Reply::bulk(report::info(ctx, rest))),
+        b"client" => client(session, ctx, rest),
+        b"command" => Outcome::reply(command_command(rest)),
+        b"acl" => Outcome::reply(acl(rest)),
         b"subscribe" | b"psubscribe" if rest.is_empty() => {
             Outcome::reply(wrong_arity(&String::from_utf8_lossy(command)))
         }
@@ -311,7 +329,7 @@ fn hello(session: &mut Session, config: &SentinelConfig, rest: &[Vec<u8>]) -> Re
         if let Err(e) = valid_client_name(name) {
             return e;
         }
-        session.name = Some(name.clone());
+        session.info.name = String::from_utf8_lossy(name).into_owned();
     }
     session.protocol = protocol;
     Reply::Map(vec![
@@ -326,13 +344,12 @@ fn hello(session: &mut Session, config: &SentinelConfig, rest: &[Vec<u8>]) -> Re
         ),
         (
             Reply::bulk("id"),
-            Reply::Int(i64::try_from(session.id).unwrap_or(i64::MAX)),
+            Reply::Int(i64::try_from(session.info.id).unwrap_or(i64::MAX)),
         ),
         (Reply::bulk("mode"), Reply::bulk("sentinel")),
         (Reply::bulk("modules"), Reply::Array(Vec::new())),
     ])
 }
-
 fn valid_client_name(name: &[u8]) -> Result<(), Reply> {
     // Names show up in space-separated CLIENT LIST lines, hence Redis's rule.
     if name.iter().all(|b| (b'!'..=b'~').contains(b)) {
@@ -344,30 +361,463 @@ fn valid_client_name(name: &[u8]) -> Result<(), Reply> {
     }
 }
 
-fn client(session: &mut Session, rest: &[Vec<u8>]) -> Reply {
-    let Some((sub, args)) = rest.split_first() else {
-        return wrong_arity("client");
+fn client(session: &mut Session, ctx: &Context<'_>, rest: &[Vec<u8>]) -> Outcome {
+    let Some((given, args)) = rest.split_first() else {
+        return Outcome::reply(wrong_arity("client"));
     };
-    match (sub.to_ascii_lowercase().as_slice(), args) {
+    let sub = given.to_ascii_lowercase();
+    let arity = || {
+        Outcome::reply(wrong_arity(&format!(
+            "client|{}",
+            String::from_utf8_lossy(&sub)
+        )))
+    };
+    let reply = match (sub.as_slice(), args) {
         (b"setname", [name]) => match valid_client_name(name) {
             Ok(()) => {
-                session.name = (!name.is_empty()).then(|| name.clone());
+                session.info.name = String::from_utf8_lossy(name).into_owned();
                 Reply::ok()
             }
             Err(e) => e,
         },
-        (b"getname", []) => session.name.clone().map_or(Reply::Null, Reply::Bulk),
-        (b"id", []) => Reply::Int(i64::try_from(session.id).unwrap_or(i64::MAX)),
-        // Library name/version and eviction/touch hints change nothing here.
-        (b"setinfo", [_, _]) | (b"no-evict", [_]) | (b"no-touch", [_]) => Reply::ok(),
-        (b"setname" | b"getname" | b"id" | b"setinfo" | b"no-evict" | b"no-touch", _) => {
-            wrong_arity(&format!(
-                "client|{}",
-                String::from_utf8_lossy(sub).to_lowercase()
-            ))
+        (b"getname", []) => {
+            if session.info.name.is_empty() {
+                Reply::Null
+            } else {
+                Reply::bulk(&session.info.name)
+            }
         }
+        (b"id", []) => Reply::Int(i64::try_from(session.info.id).unwrap_or(i64::MAX)),
+        (b"setinfo", [attr, value]) => match attr.to_ascii_lowercase().as_slice() {
+            _ if value.iter().any(|b| !(b'!'..=b'~').contains(b)) => Reply::error(format!(
+                "ERR {} cannot contain spaces, newlines or special characters.",
+                String::from_utf8_lossy(attr)
+            )),
+            b"lib-name" => {
+                session.info.lib_name = String::from_utf8_lossy(value).into_owned();
+                Reply::ok()
+            }
+            b"lib-ver" => {
+                session.info.lib_ver = String::from_utf8_lossy(value).into_owned();
+                Reply::ok()
+            }
+            _ => Reply::error(format!("ERR Unrecognized option '{}'", echo(attr))),
+        },
+        // Eviction and touch hints change nothing here.
+        (b"no-evict" | b"no-touch", [on])
+            if matches!(on.to_ascii_lowercase().as_slice(), b"on" | b"off") =>
+        {
+            Reply::ok()
+        }
+        (b"no-evict" | b"no-touch", [_]) => Reply::error("ERR syntax error"),
+        (b"info", []) => Reply::bulk(format!("{}\n", session.info.line(ctx.now))),
+        (b"list", _) => return Outcome::reply(client_list(session, ctx, args)),
+        (b"kill", [_, ..]) => return client_kill(session, ctx, args),
+        (
+            b"setname" | b"getname" | b"id" | b"setinfo" | b"no-evict" | b"no-touch" | b"info"
+            | b"kill",
+            _,
+        ) => return arity(),
         _ => Reply::error(format!(
             "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+            echo(given)
+        )),
+    };
+    Outcome::reply(reply)
+}
+
+/// A `TYPE` filter of `CLIENT LIST/KILL`; this endpoint has no replica or master links.
+fn client_type(name: &[u8]) -> Result<bool, Reply> {
+    match name.to_ascii_lowercase().as_slice() {
+        b"normal" => Ok(false),
+        b"pubsub" => Ok(true),
+        _ => Err(Reply::error(format!(
+            "ERR Unknown client type '{}'",
+            echo(name)
+        ))),
+    }
+}
+
+fn client_list(session: &Session, ctx: &Context<'_>, args: &[Vec<u8>]) -> Reply {
+    let mut kind = None;
+    let mut ids: Option<Vec<u64>> = None;
+    match args {
+        [] => {}
+        [t, name] if t.eq_ignore_ascii_case(b"type") => match client_type(name) {
+            Ok(pubsub) => kind = Some(pubsub),
+            // Replica and master connections exist on Redis, never here.
+            Err(_)
+                if matches!(
+                    name.to_ascii_lowercase().as_slice(),
+                    b"replica" | b"slave" | b"master"
+                ) =>
+            {
+                return Reply::bulk("");
+            }
+            Err(e) => return e,
+        },
+        [i, list @ ..] if i.eq_ignore_ascii_case(b"id") && !list.is_empty() => {
+            let parsed: Option<Vec<u64>> = list
+                .iter()
+                .map(|a| std::str::from_utf8(a).ok()?.parse().ok())
+                .collect();
+            match parsed {
+                Some(p) => ids = Some(p),
+                None => return Reply::error("ERR Invalid client ID"),
+            }
+        }
+        _ => return Reply::error("ERR syntax error"),
+    }
+    let mut text = String::new();
+    for c in ctx.clients.list(&session.info) {
+        if kind.is_some_and(|pubsub| c.is_pubsub() != pubsub)
+            || ids.as_ref().is_some_and(|ids| !ids.contains(&c.id))
+        {
+            continue;
+        }
+        text.push_str(&c.line(ctx.now));
+        text.push('\n');
+    }
+    Reply::bulk(text)
+}
+
+/// `CLIENT KILL addr` (old form) or `CLIENT KILL <filter> <value> ...`.
+fn client_kill(session: &Session, ctx: &Context<'_>, args: &[Vec<u8>]) -> Outcome {
+    let me = &session.info;
+    if let [addr] = args {
+        let addr = String::from_utf8_lossy(addr).into_owned();
+        if me.addr == addr {
+            return Outcome {
+                replies: vec![Reply::ok()],
+                close: true,
+            };
+        }
+        let killed = ctx.clients.kill(me.id, |c| c.addr == addr);
+        return Outcome::reply(if killed.is_empty() {
+            Reply::error("ERR No such client")
+        } else {
+            Reply::ok()
+        });
+    }
+    type Filter = Box<dyn Fn(&ClientInfo) -> bool>;
+    let mut filters: Vec<Filter> = Vec::new();
+    let mut skip_me = true;
+    for pair in args.chunks(2) {
+        let [key, value] = pair else {
+            return Outcome::reply(Reply::error("ERR syntax error"));
+        };
+        let text = String::from_utf8_lossy(value).into_owned();
+        match key.to_ascii_lowercase().as_slice() {
+            b"id" => match text.parse::<u64>() {
+                Ok(id) => filters.push(Box::new(move |c| c.id == id)),
+                Err(_) => {
+                    return Outcome::reply(Reply::error("ERR client-id should be greater than 0"));
+                }
+            },
+            b"addr" => filters.push(Box::new(move |c| c.addr == text)),
+            b"laddr" => filters.push(Box::new(move |c| c.laddr == text)),
+            b"type" => match client_type(value) {
+                Ok(pubsub) => filters.push(Box::new(move |c| c.is_pubsub() == pubsub)),
+                Err(e) => return Outcome::reply(e),
+            },
+            b"user" => {
+                let known = value.as_slice() == DEFAULT_USER;
+                filters.push(Box::new(move |_| known));
+            }
+            b"maxage" => match text.parse::<u64>() {
+                Ok(secs) => {
+                    let now = ctx.now;
+                    filters.push(Box::new(move |c| {
+                        now.saturating_duration_since(c.created).as_secs() >= secs
+                    }));
+                }
+                Err(_) => return Outcome::reply(Reply::error("ERR syntax error")),
+            },
+            b"skipme" => match value.to_ascii_lowercase().as_slice() {
+                b"yes" => skip_me = true,
+                b"no" => skip_me = false,
+                _ => return Outcome::reply(Reply::error("ERR syntax error")),
+            },
+            _ => return Outcome::reply(Reply::error("ERR syntax error")),
+        }
+    }
+    let matches = |c: &ClientInfo| filters.iter().all(|f| f(c));
+    let mut killed = ctx.clients.kill(me.id, matches).len();
+    let close = !skip_me && matches(me);
+    if close {
+        killed += 1;
+    }
+    Outcome {
+        replies: vec![Reply::Int(i64::try_from(killed).unwrap_or(i64::MAX))],
+        close,
+    }
+}
+
+fn acl(rest: &[Vec<u8>]) -> Reply {
+    let Some((sub, args)) = rest.split_first() else {
+        return wrong_arity("acl");
+    };
+    match (sub.to_ascii_lowercase().as_slice(), args) {
+        (b"whoami", []) => Reply::bulk(DEFAULT_USER),
+        (b"whoami", _) => wrong_arity("acl|whoami"),
+        (b"setuser" | b"deluser" | b"load" | b"save", _) => Reply::error(format!(
+            "ERR ACL {} is not supported: the endpoint's only user is 'default', with the password set by --sentinel-password",
+            String::from_utf8_lossy(sub).to_uppercase()
+        )),
+        _ => Reply::error(format!(
+            "ERR unknown subcommand '{}'. Try ACL HELP.",
+            echo(sub)
+        )),
+    }
+}
+
+/// One entry of the command table: what `COMMAND` and `COMMAND DOCS` describe.
+struct Spec {
+    name: &'static str,
+    /// Redis's convention: N exactly, -N at least N (the name included).
+    arity: i64,
+    flags: &'static [&'static str],
+    categories: &'static [&'static str],
+    group: &'static str,
+    since: &'static str,
+    summary: &'static str,
+}
+
+const COMMANDS: &[Spec] = &[
+    Spec {
+        name: "acl",
+        arity: -2,
+        flags: &["sentinel"],
+        categories: &["@slow"],
+        group: "server",
+        since: "6.0.0",
+        summary: "Who the connection is authenticated as (ACL WHOAMI).",
+    },
+    Spec {
+        name: "auth",
+        arity: -2,
+        flags: &[
+            "noscript",
+            "loading",
+            "stale",
+            "fast",
+            "no_auth",
+            "sentinel",
+            "allow_busy",
+        ],
+        categories: &["@fast", "@connection"],
+        group: "connection",
+        since: "1.0.0",
+        summary: "Authenticates the connection.",
+    },
+    Spec {
+        name: "client",
+        arity: -2,
+        flags: &["sentinel"],
+        categories: &["@slow", "@connection"],
+        group: "connection",
+        since: "2.4.0",
+        summary: "Connection management: LIST, INFO, KILL, ID, SETNAME, GETNAME, SETINFO.",
+    },
+    Spec {
+        name: "command",
+        arity: -1,
+        flags: &["loading", "stale", "sentinel"],
+        categories: &["@slow", "@connection"],
+        group: "server",
+        since: "2.8.13",
+        summary: "Describes the commands this endpoint serves.",
+    },
+    Spec {
+        name: "hello",
+        arity: -1,
+        flags: &[
+            "noscript",
+            "loading",
+            "stale",
+            "fast",
+            "no_auth",
+            "sentinel",
+            "allow_busy",
+        ],
+        categories: &["@fast", "@connection"],
+        group: "connection",
+        since: "6.0.0",
+        summary: "Handshakes: protocol version, authentication, client name.",
+    },
+    Spec {
+        name: "info",
+        arity: -1,
+        flags: &["loading", "stale", "sentinel"],
+        categories: &["@slow", "@dangerous"],
+        group: "server",
+        since: "1.0.0",
+        summary: "Server, clients, stats and Sentinel information.",
+    },
+    Spec {
+        name: "ping",
+        arity: -1,
+        flags: &["fast", "sentinel"],
+        categories: &["@fast", "@connection"],
+        group: "connection",
+        since: "1.0.0",
+        summary: "Answers PONG, or echoes its argument.",
+    },
+    Spec {
+        name: "psubscribe",
+        arity: -2,
+        flags: &["pubsub", "noscript", "loading", "stale", "sentinel"],
+        categories: &["@pubsub", "@slow"],
+        group: "pubsub",
+        since: "2.0.0",
+        summary: "Listens for events on channels matching patterns.",
+    },
+    Spec {
+        name: "punsubscribe",
+        arity: -1,
+        flags: &["pubsub", "noscript", "loading", "stale", "sentinel"],
+        categories: &["@pubsub", "@slow"],
+        group: "pubsub",
+        since: "2.0.0",
+        summary: "Stops listening on patterns.",
+    },
+    Spec {
+        name: "quit",
+        arity: -1,
+        flags: &[
+            "allow_busy",
+            "noscript",
+            "loading",
+            "stale",
+            "fast",
+            "no_auth",
+        ],
+        categories: &["@fast", "@connection"],
+        group: "connection",
+        since: "1.0.0",
+        summary: "Closes the connection.",
+    },
+    Spec {
+        name: "reset",
+        arity: 1,
+        flags: &[
+            "noscript",
+            "loading",
+            "stale",
+            "fast",
+            "no_auth",
+            "allow_busy",
+        ],
+        categories: &["@fast", "@connection"],
+        group: "connection",
+        since: "6.2.0",
+        summary: "Resets the connection's state.",
+    },
+    Spec {
+        name: "role",
+        arity: 1,
+        flags: &["noscript", "loading", "stale", "fast", "sentinel"],
+        categories: &["@fast", "@admin", "@dangerous"],
+        group: "server",
+        since: "2.8.12",
+        summary: "Answers sentinel and the master name.",
+    },
+    Spec {
+        name: "sentinel",
+        arity: -2,
+        flags: &["admin", "sentinel", "only_sentinel"],
+        categories: &["@admin", "@slow", "@dangerous"],
+        group: "sentinel",
+        since: "2.8.4",
+        summary: "Sentinel queries: masters, replicas, sentinels, ckquorum, myid, info-cache.",
+    },
+    Spec {
+        name: "subscribe",
+        arity: -2,
+        flags: &["pubsub", "noscript", "loading", "stale", "sentinel"],
+        categories: &["@pubsub", "@slow"],
+        group: "pubsub",
+        since: "2.0.0",
+        summary: "Listens for events on channels.",
+    },
+    Spec {
+        name: "unsubscribe",
+        arity: -1,
+        flags: &["pubsub", "noscript", "loading", "stale", "sentinel"],
+        categories: &["@pubsub", "@slow"],
+        group: "pubsub",
+        since: "2.0.0",
+        summary: "Stops listening on channels.",
+    },
+];
+
+fn spec(name: &[u8]) -> Option<&'static Spec> {
+    COMMANDS
+        .iter()
+        .find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// `COMMAND` info entry, Redis 7's ten fields; no command here takes keys.
+fn command_info(spec: &Spec) -> Reply {
+    let simple =
+        |words: &[&str]| Reply::Array(words.iter().map(|w| Reply::Simple(w.to_string())).collect());
+    Reply::Array(vec![
+        Reply::bulk(spec.name),
+        Reply::Int(spec.arity),
+        simple(spec.flags),
+        Reply::Int(0),
+        Reply::Int(0),
+        Reply::Int(0),
+        simple(spec.categories),
+        Reply::Array(Vec::new()),
+        Reply::Array(Vec::new()),
+        Reply::Array(Vec::new()),
+    ])
+}
+
+fn command_docs(spec: &Spec) -> Reply {
+    Reply::Map(vec![
+        (Reply::bulk("summary"), Reply::bulk(spec.summary)),
+        (Reply::bulk("since"), Reply::bulk(spec.since)),
+        (Reply::bulk("group"), Reply::bulk(spec.group)),
+    ])
+}
+
+fn command_command(rest: &[Vec<u8>]) -> Reply {
+    let Some((sub, args)) = rest.split_first() else {
+        return Reply::Array(COMMANDS.iter().map(command_info).collect());
+    };
+    let selected = |args: &[Vec<u8>]| -> Vec<&'static Spec> {
+        if args.is_empty() {
+            COMMANDS.iter().collect()
+        } else {
+            args.iter().filter_map(|a| spec(a)).collect()
+        }
+    };
+    match sub.to_ascii_lowercase().as_slice() {
+        b"count" if args.is_empty() => {
+            Reply::Int(i64::try_from(COMMANDS.len()).unwrap_or(i64::MAX))
+        }
+        b"count" => wrong_arity("command|count"),
+        b"info" => Reply::Array(if args.is_empty() {
+            COMMANDS.iter().map(command_info).collect()
+        } else {
+            args.iter()
+                .map(|a| spec(a).map_or(Reply::NullArray, command_info))
+                .collect()
+        }),
+        b"docs" => Reply::Map(
+            selected(args)
+                .into_iter()
+                .map(|s| (Reply::bulk(s.name), command_docs(s)))
+                .collect(),
+        ),
+        b"list" if args.is_empty() => {
+            Reply::Array(COMMANDS.iter().map(|s| Reply::bulk(s.name)).collect())
+        }
+        b"list" => Reply::error("ERR syntax error"),
+        _ => Reply::error(format!(
+            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
             echo(sub)
         )),
     }
@@ -431,143 +881,14 @@ fn unsubscribe(session: &mut Session, names: &[Vec<u8>], pattern: bool) -> Outco
     }
     Outcome::replies(replies)
 }
-
-fn sentinel(config: &SentinelConfig, view: &SentinelView, rest: &[Vec<u8>]) -> Reply {
-    let Some((sub, args)) = rest.split_first() else {
-        return wrong_arity("sentinel");
-    };
-    let sub = sub.to_ascii_lowercase();
-    let sub_text = String::from_utf8_lossy(&sub).into_owned();
-    let named = |args: &[Vec<u8>]| match args {
-        [name] => Ok(name.as_slice() == config.master_name.as_bytes()),
-        _ => Err(wrong_arity(&format!("sentinel|{sub_text}"))),
-    };
-    let no_such_master = || Reply::error("ERR No such master with that name");
-    match sub.as_slice() {
-        b"get-master-addr-by-name" => match (named(args), &view.master) {
-            (Err(e), _) => e,
-            (Ok(true), Some(m)) if !view.stale => Reply::Array(address(m)),
-            (Ok(_), _) => Reply::NullArray,
-        },
-        b"masters" if args.is_empty() => Reply::Array(
-            view.master
-                .as_ref()
-                .map(|m| master_table(config, view, m))
-                .into_iter()
-                .collect(),
-        ),
-        b"masters" => wrong_arity("sentinel|masters"),
-        b"master" => match (named(args), &view.master) {
-            (Err(e), _) => e,
-            (Ok(true), Some(m)) => master_table(config, view, m),
-            (Ok(_), _) => no_such_master(),
-        },
-        b"replicas" | b"slaves" => match named(args) {
-            Err(e) => e,
-            Ok(true) => Reply::Array(
-                view.replicas
-                    .iter()
-                    .map(|r| replica_table(view, r))
-                    .collect(),
-            ),
-            Ok(false) => no_such_master(),
-        },
-        b"sentinels" => match named(args) {
-            Err(e) => e,
-            // Other agents serve their own endpoint; this one does not gossip
-            // their addresses, so clients use the list they were configured with.
-            Ok(true) => Reply::Array(Vec::new()),
-            Ok(false) => no_such_master(),
-        },
-        b"failover"
-        | b"monitor"
-        | b"remove"
-        | b"set"
-        | b"reset"
-        | b"config"
-        | b"flushconfig"
-        | b"simulate-failure"
-        | b"is-master-down-by-addr" => Reply::error(format!(
-            "ERR SENTINEL {sub_text} is not supported: redis-orchestrator decides the master by consensus (use its API)"
-        )),
-        _ => Reply::error(format!(
-            "ERR unknown subcommand '{}'. Try SENTINEL HELP.",
-            echo(&sub)
-        )),
-    }
-}
-
-fn address(endpoint: &Endpoint) -> Vec<Reply> {
-    vec![
-        Reply::bulk(&endpoint.host),
-        Reply::bulk(endpoint.port.to_string()),
-    ]
-}
-
-/// `SENTINEL master(s)`: only fields this endpoint knows to be true. Clients read
-/// `name`, `ip`, `port`, `flags` and `num-other-sentinels`; the rest is for operators.
-fn master_table(config: &SentinelConfig, view: &SentinelView, master: &Endpoint) -> Reply {
-    Reply::string_map(&[
-        ("name", config.master_name.clone()),
-        ("ip", master.host.clone()),
-        ("port", master.port.to_string()),
-        (
-            "flags",
-            if view.stale {
-                "master,s_down,o_down"
-            } else {
-                "master"
-            }
-            .to_string(),
-        ),
-        ("role-reported", "master".to_string()),
-        ("config-epoch", view.epoch.to_string()),
-        ("num-slaves", view.replicas.len().to_string()),
-        ("num-other-sentinels", "0".to_string()),
-        ("quorum", view.quorum.to_string()),
-    ])
-}
-
-/// `SENTINEL replicas`: Sentinel names a replica by its address.
-fn replica_table(view: &SentinelView, replica: &ReplicaView) -> Reply {
-    let endpoint = &replica.endpoint;
-    let flags = if replica.healthy {
-        "slave"
-    } else {
-        "slave,s_down"
-    };
-    let (master_host, master_port) = view
-        .master
-        .as_ref()
-        .map_or(("?".to_string(), 0), |m| (m.host.clone(), m.port));
-    Reply::string_map(&[
-        (
-            "name",
-            crate::addr::join_host_port(&endpoint.host, endpoint.port),
-        ),
-        ("ip", endpoint.host.clone()),
-        ("port", endpoint.port.to_string()),
-        ("flags", flags.to_string()),
-        ("role-reported", "slave".to_string()),
-        (
-            "master-link-status",
-            if replica.link_up { "ok" } else { "err" }.to_string(),
-        ),
-        ("master-host", master_host),
-        ("master-port", master_port.to_string()),
-        ("slave-repl-offset", replica.offset.unwrap_or(0).to_string()),
-        ("replica-announced", "1".to_string()),
-    ])
-}
-
-fn wrong_arity(command: &str) -> Reply {
+pub(super) fn wrong_arity(command: &str) -> Reply {
     Reply::error(format!(
         "ERR wrong number of arguments for '{command}' command"
     ))
 }
 
 /// A client-supplied word for an error message, cut to a bounded length.
-fn echo(bytes: &[u8]) -> String {
+pub(super) fn echo(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     text.chars().take(ECHO_LIMIT).collect()
 }
@@ -590,8 +911,12 @@ fn unknown_command(name: &[u8], args: &[Vec<u8>]) -> Reply {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::super::resp::encode;
+    use super::super::{Endpoint, Health, Instance, PeerSentinel};
     use super::*;
+    use crate::model::RedisRole;
 
     fn config(password: Option<&str>) -> SentinelConfig {
         SentinelConfig {
@@ -600,35 +925,131 @@ mod tests {
         }
     }
 
-    fn endpoint(name: &str, host: &str, port: u16) -> Endpoint {
-        Endpoint {
-            name: name.to_string(),
-            host: host.to_string(),
-            port,
+    fn instance(node: u64, host: &str, port: u16, health: Health) -> Instance {
+        Instance {
+            node,
+            endpoint: Endpoint {
+                name: format!("site-{node}"),
+                host: host.to_string(),
+                port,
+            },
+            health,
+            priority: 100,
         }
+    }
+
+    /// One clock for a whole test, so ages are exact.
+    fn t0() -> Instant {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *T0.get_or_init(|| Instant::now() + Duration::from_secs(100))
+    }
+
+    fn ago(ms: u64) -> Option<Instant> {
+        Some(t0() - Duration::from_millis(ms))
     }
 
     fn view() -> SentinelView {
         SentinelView {
+            myid: "a".repeat(40),
             epoch: 4,
-            master: Some(endpoint("site-a", "10.0.0.1", 6379)),
-            replicas: vec![
-                ReplicaView {
-                    endpoint: endpoint("site-b", "10.0.0.2", 6380),
-                    link_up: true,
-                    healthy: true,
-                    offset: Some(1234),
+            master: Some(instance(
+                1,
+                "10.0.0.1",
+                6379,
+                Health {
+                    reported_at: ago(20),
+                    last_ok: ago(20),
+                    role: Some(RedisRole::Master),
+                    role_since: ago(60_000),
+                    run_id: "m".repeat(40),
+                    offset: 1300,
+                    ..Health::default()
                 },
-                ReplicaView {
-                    endpoint: endpoint("site-c", "10.0.0.3", 6381),
-                    link_up: false,
-                    healthy: false,
-                    offset: None,
+            )),
+            replicas: vec![
+                instance(
+                    2,
+                    "10.0.0.2",
+                    6380,
+                    Health {
+                        reported_at: ago(30),
+                        last_ok: ago(30),
+                        role: Some(RedisRole::Replica),
+                        role_since: ago(50_000),
+                        run_id: "r".repeat(40),
+                        offset: 1234,
+                        link_up: true,
+                        master_addr: Some(("10.0.0.1".into(), 6379)),
+                        ..Health::default()
+                    },
+                ),
+                Instance {
+                    priority: 0,
+                    ..instance(
+                        3,
+                        "10.0.0.3",
+                        6381,
+                        Health {
+                            down_since: ago(8000),
+                            reported_at: ago(40),
+                            last_ok: ago(8300),
+                            role: Some(RedisRole::Replica),
+                            role_since: ago(50_000),
+                            run_id: "s".repeat(40),
+                            offset: 999,
+                            link_up: false,
+                            link_down_since: ago(8300),
+                            master_addr: Some(("10.0.0.1".into(), 6379)),
+                        },
+                    )
                 },
             ],
+            sentinels: vec![
+                PeerSentinel {
+                    runid: "b".repeat(40),
+                    host: "10.0.0.2".into(),
+                    port: 26379,
+                    down_since: None,
+                    last_seen: ago(100),
+                },
+                PeerSentinel {
+                    runid: "c".repeat(40),
+                    host: "10.0.0.9".into(),
+                    port: 26379,
+                    down_since: ago(1000),
+                    last_seen: ago(6000),
+                },
+            ],
+            voters: 3,
+            usable: 2,
             quorum: 2,
+            coordinator: Some("b".repeat(40)),
+            failover_to: None,
+            down_after: Duration::from_millis(300),
+            failover_timeout: Duration::from_secs(5),
             stale: false,
         }
+    }
+
+    fn ctx<'a>(c: &'a SentinelConfig, v: &'a SentinelView, clients: &'a Clients) -> Context<'a> {
+        Context {
+            config: c,
+            view: v,
+            clients,
+            now: t0(),
+        }
+    }
+
+    fn wire(session: &Session, outcome: &Outcome) -> String {
+        let mut out = Vec::new();
+        for reply in &outcome.replies {
+            encode(reply, session.protocol, &mut out);
+        }
+        String::from_utf8(out).expect("utf8")
+    }
+
+    fn words(line: &str) -> Vec<Vec<u8>> {
+        line.split(' ').map(|w| w.as_bytes().to_vec()).collect()
     }
 
     /// Runs `line` (space-separated words) and returns its replies on the wire.
@@ -638,64 +1059,31 @@ mod tests {
         view: &SentinelView,
         line: &str,
     ) -> String {
-        let args: Vec<Vec<u8>> = line.split(' ').map(|w| w.as_bytes().to_vec()).collect();
-        let outcome = handle(session, config, view, &args);
-        let mut out = Vec::new();
-        for reply in &outcome.replies {
-            encode(reply, session.protocol, &mut out);
-        }
-        String::from_utf8(out).expect("utf8")
+        let clients = Clients::new(26379, 16);
+        let outcome = handle(session, &ctx(config, view, &clients), &words(line));
+        wire(session, &outcome)
+    }
+
+    fn client_info(id: u64) -> ClientInfo {
+        ClientInfo::new(
+            id,
+            format!("127.0.0.1:{}", 50000 + id),
+            "127.0.0.1:26379".into(),
+            9,
+            t0() - Duration::from_secs(3),
+        )
     }
 
     fn fresh(config: &SentinelConfig) -> Session {
-        Session::new(7, config)
+        Session::new(client_info(7), config)
     }
 
-    #[test]
-    fn get_master_addr_by_name_answers_the_committed_master() {
-        let c = config(None);
-        let mut s = fresh(&c);
-        assert_eq!(
-            run(
-                &mut s,
-                &c,
-                &view(),
-                "SENTINEL get-master-addr-by-name mymaster"
-            ),
-            "*2\r\n$8\r\n10.0.0.1\r\n$4\r\n6379\r\n"
-        );
-        assert_eq!(
-            run(
-                &mut s,
-                &c,
-                &view(),
-                "sentinel GET-MASTER-ADDR-BY-NAME other"
-            ),
-            "*-1\r\n"
-        );
-        let none = SentinelView {
-            master: None,
-            ..view()
-        };
-        assert_eq!(
-            run(
-                &mut s,
-                &c,
-                &none,
-                "SENTINEL get-master-addr-by-name mymaster"
-            ),
-            "*-1\r\n"
-        );
-        run(&mut s, &c, &view(), "HELLO 3");
-        assert_eq!(
-            run(
-                &mut s,
-                &c,
-                &none,
-                "SENTINEL get-master-addr-by-name mymaster"
-            ),
-            "_\r\n"
-        );
+    fn reply(c: &SentinelConfig, v: &SentinelView, line: &str) -> Reply {
+        let mut s = fresh(c);
+        let clients = Clients::new(26379, 16);
+        let mut outcome = handle(&mut s, &ctx(c, v, &clients), &words(line));
+        assert_eq!(outcome.replies.len(), 1);
+        outcome.replies.remove(0)
     }
 
     fn table(reply: &Reply) -> Vec<(String, String)> {
@@ -722,103 +1110,348 @@ mod tests {
             .unwrap_or_else(|| panic!("no field {key}"))
     }
 
-    fn sentinel_reply(c: &SentinelConfig, v: &SentinelView, line: &str) -> Reply {
-        let mut s = fresh(c);
-        let args: Vec<Vec<u8>> = line.split(' ').map(|w| w.as_bytes().to_vec()).collect();
-        let mut outcome = handle(&mut s, c, v, &args);
-        assert_eq!(outcome.replies.len(), 1);
-        outcome.replies.remove(0)
+    fn keys(table: &[(String, String)]) -> Vec<&str> {
+        table.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
+    fn tables(reply: Reply) -> Vec<Vec<(String, String)>> {
+        let Reply::Array(items) = reply else {
+            panic!("not an array: {reply:?}");
+        };
+        items.iter().map(table).collect()
     }
 
     #[test]
-    fn masters_and_master_use_sentinel_field_names() {
+    fn get_master_addr_by_name_answers_the_committed_master() {
         let c = config(None);
-        let Reply::Array(masters) = sentinel_reply(&c, &view(), "SENTINEL masters") else {
-            panic!("masters is an array");
-        };
-        assert_eq!(masters.len(), 1);
-        let master = table(&masters[0]);
+        let mut s = fresh(&c);
+        let v = view();
         assert_eq!(
-            master,
-            table(&sentinel_reply(&c, &view(), "SENTINEL master mymaster"))
+            run(&mut s, &c, &v, "SENTINEL get-master-addr-by-name mymaster"),
+            "*2\r\n$8\r\n10.0.0.1\r\n$4\r\n6379\r\n"
         );
-        for (key, want) in [
-            ("name", "mymaster"),
-            ("ip", "10.0.0.1"),
-            ("port", "6379"),
-            ("flags", "master"),
-            ("config-epoch", "4"),
-            ("num-slaves", "2"),
-            ("num-other-sentinels", "0"),
-            ("quorum", "2"),
-        ] {
-            assert_eq!(field(&master, key), want, "{key}");
-        }
         assert_eq!(
-            sentinel_reply(&c, &view(), "SENTINEL master other"),
-            Reply::error("ERR No such master with that name")
+            run(&mut s, &c, &v, "sentinel GET-MASTER-ADDR-BY-NAME other"),
+            "*-1\r\n"
         );
         let none = SentinelView {
             master: None,
             ..view()
         };
         assert_eq!(
-            sentinel_reply(&c, &none, "SENTINEL masters"),
-            Reply::Array(vec![])
+            run(
+                &mut s,
+                &c,
+                &none,
+                "SENTINEL get-master-addr-by-name mymaster"
+            ),
+            "*-1\r\n"
+        );
+        run(&mut s, &c, &v, "HELLO 3");
+        assert_eq!(
+            run(
+                &mut s,
+                &c,
+                &none,
+                "SENTINEL get-master-addr-by-name mymaster"
+            ),
+            "_\r\n"
+        );
+    }
+
+    /// Sentinel 7's master table, field by field and in its order.
+    #[test]
+    fn masters_and_master_have_sentinels_fields() {
+        let c = config(None);
+        let masters = tables(reply(&c, &view(), "SENTINEL masters"));
+        assert_eq!(masters.len(), 1);
+        let master = &masters[0];
+        assert_eq!(
+            master,
+            &table(&reply(&c, &view(), "SENTINEL master mymaster"))
         );
         assert_eq!(
-            sentinel_reply(&c, &none, "SENTINEL master mymaster"),
+            keys(master),
+            [
+                "name",
+                "ip",
+                "port",
+                "runid",
+                "flags",
+                "link-pending-commands",
+                "link-refcount",
+                "last-ping-sent",
+                "last-ok-ping-reply",
+                "last-ping-reply",
+                "down-after-milliseconds",
+                "info-refresh",
+                "role-reported",
+                "role-reported-time",
+                "config-epoch",
+                "num-slaves",
+                "num-other-sentinels",
+                "quorum",
+                "failover-timeout",
+                "parallel-syncs",
+            ]
+        );
+        for (key, want) in [
+            ("name", "mymaster"),
+            ("ip", "10.0.0.1"),
+            ("port", "6379"),
+            ("runid", "m".repeat(40).as_str()),
+            ("flags", "master"),
+            ("last-ping-sent", "0"),
+            ("last-ok-ping-reply", "20"),
+            ("info-refresh", "20"),
+            ("role-reported", "master"),
+            ("role-reported-time", "60000"),
+            ("down-after-milliseconds", "300"),
+            ("config-epoch", "4"),
+            ("num-slaves", "2"),
+            ("num-other-sentinels", "2"),
+            ("quorum", "2"),
+            ("failover-timeout", "5000"),
+            ("parallel-syncs", "1"),
+        ] {
+            assert_eq!(field(master, key), want, "{key}");
+        }
+        assert_eq!(
+            reply(&c, &view(), "SENTINEL master other"),
+            Reply::error("ERR No such master with that name")
+        );
+        let none = SentinelView {
+            master: None,
+            ..view()
+        };
+        assert_eq!(reply(&c, &none, "SENTINEL masters"), Reply::Array(vec![]));
+        assert_eq!(
+            reply(&c, &none, "SENTINEL master mymaster"),
             Reply::error("ERR No such master with that name")
         );
     }
 
     #[test]
-    fn a_stale_view_sends_clients_to_another_endpoint() {
+    fn a_down_or_stale_master_is_flagged_and_a_switchover_shows() {
         let c = config(None);
         let stale = SentinelView {
             stale: true,
             ..view()
         };
         assert_eq!(
-            sentinel_reply(&c, &stale, "SENTINEL get-master-addr-by-name mymaster"),
+            reply(&c, &stale, "SENTINEL get-master-addr-by-name mymaster"),
             Reply::NullArray
         );
-        let master = table(&sentinel_reply(&c, &stale, "SENTINEL master mymaster"));
-        assert_eq!(field(&master, "flags"), "master,s_down,o_down");
+        let master = table(&reply(&c, &stale, "SENTINEL master mymaster"));
+        assert_eq!(field(&master, "flags"), "s_down,o_down,master");
         assert_eq!(field(&master, "ip"), "10.0.0.1");
+
+        let mut down = view();
+        if let Some(m) = down.master.as_mut() {
+            m.health.down_since = ago(700);
+        }
+        let master = table(&reply(&c, &down, "SENTINEL master mymaster"));
+        assert_eq!(field(&master, "flags"), "s_down,o_down,master");
+        assert_eq!(field(&master, "s-down-time"), "700");
+        assert_eq!(field(&master, "o-down-time"), "700");
+        assert_eq!(field(&master, "last-ping-sent"), "700");
+
+        let switching = SentinelView {
+            failover_to: Some(2),
+            ..view()
+        };
+        let master = table(&reply(&c, &switching, "SENTINEL master mymaster"));
+        assert_eq!(field(&master, "flags"), "master,failover_in_progress");
+        assert_eq!(field(&master, "failover-state"), "wait_promotion");
     }
 
     #[test]
-    fn replicas_show_link_and_health_like_sentinel() {
+    fn replicas_show_health_offsets_and_priority_like_sentinel() {
         let c = config(None);
         for sub in ["replicas", "slaves", "REPLICAS"] {
-            let Reply::Array(replicas) =
-                sentinel_reply(&c, &view(), &format!("SENTINEL {sub} mymaster"))
-            else {
-                panic!("replicas is an array");
-            };
-            let up = table(&replicas[0]);
-            assert_eq!(field(&up, "name"), "10.0.0.2:6380");
-            assert_eq!(field(&up, "ip"), "10.0.0.2");
-            assert_eq!(field(&up, "port"), "6380");
-            assert_eq!(field(&up, "flags"), "slave");
-            assert_eq!(field(&up, "master-link-status"), "ok");
-            assert_eq!(field(&up, "master-host"), "10.0.0.1");
-            assert_eq!(field(&up, "master-port"), "6379");
-            assert_eq!(field(&up, "slave-repl-offset"), "1234");
-            let down = table(&replicas[1]);
-            assert_eq!(field(&down, "flags"), "slave,s_down");
-            assert_eq!(field(&down, "master-link-status"), "err");
-            assert_eq!(field(&down, "slave-repl-offset"), "0");
+            let replicas = tables(reply(&c, &view(), &format!("SENTINEL {sub} mymaster")));
+            let up = &replicas[0];
+            assert_eq!(
+                keys(up),
+                [
+                    "name",
+                    "ip",
+                    "port",
+                    "runid",
+                    "flags",
+                    "link-pending-commands",
+                    "link-refcount",
+                    "last-ping-sent",
+                    "last-ok-ping-reply",
+                    "last-ping-reply",
+                    "down-after-milliseconds",
+                    "info-refresh",
+                    "role-reported",
+                    "role-reported-time",
+                    "master-link-down-time",
+                    "master-link-status",
+                    "master-host",
+                    "master-port",
+                    "slave-priority",
+                    "slave-repl-offset",
+                    "replica-announced",
+                ]
+            );
+            for (key, want) in [
+                ("name", "10.0.0.2:6380"),
+                ("ip", "10.0.0.2"),
+                ("port", "6380"),
+                ("runid", "r".repeat(40).as_str()),
+                ("flags", "slave"),
+                ("role-reported", "slave"),
+                ("master-link-down-time", "0"),
+                ("master-link-status", "ok"),
+                ("master-host", "10.0.0.1"),
+                ("master-port", "6379"),
+                ("slave-priority", "100"),
+                ("slave-repl-offset", "1234"),
+            ] {
+                assert_eq!(field(up, key), want, "{key}");
+            }
+            let down = &replicas[1];
+            for (key, want) in [
+                ("flags", "s_down,slave"),
+                ("s-down-time", "8000"),
+                ("last-ok-ping-reply", "8300"),
+                ("master-link-status", "err"),
+                ("master-link-down-time", "8300"),
+                ("slave-priority", "0"),
+                ("slave-repl-offset", "999"),
+                ("runid", "s".repeat(40).as_str()),
+            ] {
+                assert_eq!(field(down, key), want, "{key}");
+            }
         }
         assert_eq!(
-            sentinel_reply(&c, &view(), "SENTINEL replicas other"),
+            reply(&c, &view(), "SENTINEL replicas other"),
+            Reply::error("ERR No such master with that name")
+        );
+    }
+
+    #[test]
+    fn sentinels_lists_the_other_agents() {
+        let c = config(None);
+        let peers = tables(reply(&c, &view(), "SENTINEL sentinels mymaster"));
+        assert_eq!(peers.len(), 2);
+        assert_eq!(
+            keys(&peers[0]),
+            [
+                "name",
+                "ip",
+                "port",
+                "runid",
+                "flags",
+                "link-pending-commands",
+                "link-refcount",
+                "last-ping-sent",
+                "last-ok-ping-reply",
+                "last-ping-reply",
+                "down-after-milliseconds",
+                "last-hello-message",
+                "voted-leader",
+                "voted-leader-epoch",
+            ]
+        );
+        assert_eq!(field(&peers[0], "name"), "b".repeat(40));
+        assert_eq!(field(&peers[0], "flags"), "sentinel");
+        assert_eq!(field(&peers[0], "last-hello-message"), "100");
+        assert_eq!(field(&peers[0], "voted-leader"), "b".repeat(40));
+        assert_eq!(field(&peers[1], "flags"), "s_down,sentinel");
+        assert_eq!(field(&peers[1], "s-down-time"), "1000");
+        assert_eq!(field(&peers[1], "ip"), "10.0.0.9");
+    }
+
+    #[test]
+    fn ckquorum_myid_info_cache_and_config_get() {
+        let c = config(None);
+        assert_eq!(
+            reply(&c, &view(), "SENTINEL ckquorum mymaster"),
+            Reply::Simple(
+                "OK 2 usable Sentinels. Quorum and failover authorization can be reached".into()
+            )
+        );
+        let alone = SentinelView {
+            usable: 1,
+            ..view()
+        };
+        assert_eq!(
+            reply(&c, &alone, "SENTINEL CKQUORUM mymaster"),
+            Reply::error(
+                "NOQUORUM 1 usable Sentinels. Not enough available Sentinels to reach the specified quorum for this master. Not enough available Sentinels to reach the majority and authorize a failover"
+            )
+        );
+        assert_eq!(
+            reply(&c, &view(), "SENTINEL ckquorum x"),
             Reply::error("ERR No such master with that name")
         );
         assert_eq!(
-            sentinel_reply(&c, &view(), "SENTINEL sentinels mymaster"),
+            reply(&c, &view(), "SENTINEL myid"),
+            Reply::bulk("a".repeat(40))
+        );
+        let Reply::Array(cache) = reply(&c, &view(), "SENTINEL info-cache mymaster") else {
+            panic!("info-cache is an array");
+        };
+        assert_eq!(cache[0], Reply::bulk("mymaster"));
+        let Reply::Array(entries) = &cache[1] else {
+            panic!("entries");
+        };
+        assert_eq!(entries.len(), 3);
+        let Reply::Array(master) = &entries[0] else {
+            panic!("entry");
+        };
+        assert_eq!(master[0], Reply::Int(20));
+        let Reply::Bulk(text) = &master[1] else {
+            panic!("text");
+        };
+        let text = String::from_utf8_lossy(text);
+        assert!(
+            text.contains("role:master\r\n") && text.contains("master_repl_offset:1300\r\n"),
+            "{text}"
+        );
+        assert_eq!(
+            reply(&c, &view(), "SENTINEL info-cache other"),
             Reply::Array(vec![])
         );
+        assert_eq!(
+            table(&reply(&c, &view(), "SENTINEL config get announce-*")),
+            [
+                ("announce-hostnames".to_string(), "no".to_string()),
+                ("announce-ip".to_string(), String::new()),
+                ("announce-port".to_string(), "0".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn changes_to_the_configuration_are_refused() {
+        let c = config(None);
+        for line in [
+            "SENTINEL failover mymaster",
+            "SENTINEL set mymaster quorum 1",
+            "SENTINEL monitor m 1.2.3.4 6379 2",
+            "SENTINEL remove mymaster",
+            "SENTINEL reset *",
+            "SENTINEL config set resolve-hostnames yes",
+            "SENTINEL flushconfig",
+            "SENTINEL is-master-down-by-addr 1.2.3.4 6379 0 *",
+        ] {
+            let Reply::Error(e) = reply(&c, &view(), line) else {
+                panic!("{line} is refused");
+            };
+            assert!(
+                e.contains("not supported") && e.contains("consensus"),
+                "{line}: {e}"
+            );
+        }
+        let Reply::Error(e) = reply(&c, &view(), "ACL SETUSER bob on") else {
+            panic!("ACL SETUSER is refused");
+        };
+        assert!(e.contains("not supported"), "{e}");
     }
 
     #[test]
@@ -826,27 +1459,101 @@ mod tests {
         let c = config(None);
         let v = view();
         assert_eq!(
-            sentinel_reply(&c, &v, "SENTINEL"),
+            reply(&c, &v, "SENTINEL"),
             Reply::error("ERR wrong number of arguments for 'sentinel' command")
         );
         assert_eq!(
-            sentinel_reply(&c, &v, "SENTINEL get-master-addr-by-name"),
+            reply(&c, &v, "SENTINEL get-master-addr-by-name"),
             Reply::error(
                 "ERR wrong number of arguments for 'sentinel|get-master-addr-by-name' command"
             )
         );
         assert_eq!(
-            sentinel_reply(&c, &v, "SENTINEL bogus"),
+            reply(&c, &v, "SENTINEL bogus"),
             Reply::error("ERR unknown subcommand 'bogus'. Try SENTINEL HELP.")
         );
-        let Reply::Error(failover) = sentinel_reply(&c, &v, "SENTINEL failover mymaster") else {
-            panic!("failover is refused");
+    }
+
+    fn info_text(c: &SentinelConfig, v: &SentinelView, line: &str) -> String {
+        let Reply::Bulk(text) = reply(c, v, line) else {
+            panic!("INFO answers a bulk string");
         };
-        assert!(failover.contains("consensus"), "{failover}");
+        String::from_utf8(text).expect("utf8")
     }
 
     #[test]
-    fn role_ping_and_unknown_commands() {
+    fn info_has_sentinel_mode_and_section() {
+        let c = config(None);
+        let all = info_text(&c, &view(), "INFO");
+        let headers: Vec<&str> = all.lines().filter(|l| l.starts_with('#')).collect();
+        assert_eq!(headers, ["# Server", "# Clients", "# Stats", "# Sentinel"]);
+        assert!(all.contains("\r\nredis_mode:sentinel\r\n"), "{all}");
+        assert!(
+            all.contains(&format!("\r\nrun_id:{}\r\n", "a".repeat(40))),
+            "{all}"
+        );
+        assert!(all.contains("\r\ntcp_port:26379\r\n"), "{all}");
+        assert!(
+            all.contains("\r\n\r\n# Clients\r\n"),
+            "sections are separated by a blank line"
+        );
+        let sentinel = info_text(&c, &view(), "INFO Sentinel");
+        assert_eq!(
+            sentinel,
+            "# Sentinel\r\nsentinel_masters:1\r\nsentinel_tilt:0\r\nsentinel_tilt_since_seconds:-1\r\nsentinel_running_scripts:0\r\nsentinel_scripts_queue_length:0\r\nsentinel_simulate_failure_flags:0\r\nmaster0:name=mymaster,status=ok,address=10.0.0.1:6379,slaves=2,sentinels=3\r\n"
+        );
+        let stale = SentinelView {
+            stale: true,
+            ..view()
+        };
+        assert!(info_text(&c, &stale, "INFO sentinel").contains("status=odown"));
+        let two = info_text(&c, &view(), "INFO server clients");
+        assert!(
+            two.starts_with("# Server\r\n")
+                && two.contains("# Clients")
+                && !two.contains("# Sentinel")
+        );
+        assert_eq!(info_text(&c, &view(), "INFO keyspace"), "");
+        let everything = info_text(&c, &view(), "INFO everything");
+        let headers_everything: Vec<&str> =
+            everything.lines().filter(|l| l.starts_with('#')).collect();
+        assert_eq!(headers_everything, headers);
+    }
+
+    #[test]
+    fn command_count_info_and_docs() {
+        let c = config(None);
+        let v = view();
+        let Reply::Int(count) = reply(&c, &v, "COMMAND COUNT") else {
+            panic!("COUNT is an integer");
+        };
+        let Reply::Array(all) = reply(&c, &v, "COMMAND") else {
+            panic!("COMMAND is an array");
+        };
+        assert_eq!(usize::try_from(count).ok(), Some(all.len()));
+        assert!(count >= 10);
+        let Reply::Array(info) = reply(&c, &v, "COMMAND INFO sentinel nope") else {
+            panic!("INFO is an array");
+        };
+        let Reply::Array(sentinel) = &info[0] else {
+            panic!("an entry");
+        };
+        assert_eq!(sentinel.len(), 10);
+        assert_eq!(sentinel[0], Reply::bulk("sentinel"));
+        assert_eq!(sentinel[1], Reply::Int(-2));
+        assert_eq!(info[1], Reply::NullArray);
+        let Reply::Map(docs) = reply(&c, &v, "COMMAND DOCS ping") else {
+            panic!("DOCS is a map");
+        };
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].0, Reply::bulk("ping"));
+        let mut s = fresh(&c);
+        assert!(run(&mut s, &c, &v, "COMMAND DOCS").starts_with(&format!("*{}\r\n", count * 2)));
+        assert!(run(&mut s, &c, &v, "COMMAND nope").contains("Try COMMAND HELP"));
+    }
+
+    #[test]
+    fn role_ping_acl_and_unknown_commands() {
         let c = config(None);
         let mut s = fresh(&c);
         let v = view();
@@ -856,10 +1563,7 @@ mod tests {
         );
         assert_eq!(run(&mut s, &c, &v, "PING"), "+PONG\r\n");
         assert_eq!(run(&mut s, &c, &v, "ping hi"), "$2\r\nhi\r\n");
-        assert_eq!(
-            run(&mut s, &c, &v, "COMMAND"),
-            "-ERR unknown command 'COMMAND', with args beginning with: \r\n"
-        );
+        assert_eq!(run(&mut s, &c, &v, "ACL WHOAMI"), "$7\r\ndefault\r\n");
         assert_eq!(
             run(&mut s, &c, &v, "SET k v"),
             "-ERR unknown command 'SET', with args beginning with: 'k' 'v' \r\n"
@@ -870,7 +1574,7 @@ mod tests {
     }
 
     #[test]
-    fn client_commands_are_harmless() {
+    fn client_name_id_and_setinfo() {
         let c = config(None);
         let mut s = fresh(&c);
         let v = view();
@@ -881,11 +1585,108 @@ mod tests {
             run(&mut s, &c, &v, "CLIENT SETINFO LIB-NAME redis-py"),
             "+OK\r\n"
         );
+        assert_eq!(
+            run(&mut s, &c, &v, "CLIENT SETINFO lib-ver 5.0.1"),
+            "+OK\r\n"
+        );
+        assert!(
+            run(&mut s, &c, &v, "CLIENT SETINFO color red").starts_with("-ERR Unrecognized option")
+        );
         assert_eq!(run(&mut s, &c, &v, "CLIENT ID"), ":7\r\n");
         assert!(run(&mut s, &c, &v, "CLIENT SETNAME").contains("wrong number"));
+        let info = run(&mut s, &c, &v, "CLIENT INFO");
+        assert!(
+            info.contains("id=7 addr=127.0.0.1:50007 laddr=127.0.0.1:26379 fd=9 name=app age=3 idle=0 flags=N db=0 sub=0 psub=0"),
+            "{info}"
+        );
+        assert!(
+            info.contains(" cmd=client|info ") && info.contains(" lib-name=redis-py lib-ver=5.0.1"),
+            "{info}"
+        );
         assert_eq!(
             run(&mut s, &c, &v, "CLIENT MAINT_NOTIFICATIONS ON"),
             "-ERR unknown subcommand 'MAINT_NOTIFICATIONS'. Try CLIENT HELP.\r\n"
+        );
+    }
+
+    #[test]
+    fn client_list_and_kill_see_the_other_connections() {
+        let c = config(None);
+        let v = view();
+        let clients = Clients::new(26379, 16);
+        let mut me = fresh(&c);
+        let other = client_info(8);
+        let mut subscriber = client_info(9);
+        subscriber.channels = 1;
+        let other_kill = clients.register(other.clone());
+        let _sub_kill = clients.register(subscriber);
+        clients.register(me.info.clone());
+        let call = |s: &mut Session, line: &str| {
+            let outcome = handle(s, &ctx(&c, &v, &clients), &words(line));
+            (wire(s, &outcome), outcome.close)
+        };
+        let (list, _) = call(&mut me, "CLIENT LIST");
+        let at = |id: &str| list.find(&format!("id={id} ")).unwrap_or(usize::MAX);
+        assert!(
+            at("7") < at("8") && at("8") < at("9") && at("9") < usize::MAX,
+            "{list}"
+        );
+        assert!(list.contains("id=9 ") && list.contains("flags=P"), "{list}");
+        let (pubsub, _) = call(&mut me, "CLIENT LIST TYPE pubsub");
+        assert!(
+            pubsub.contains("id=9 ") && !pubsub.contains("id=8 "),
+            "{pubsub}"
+        );
+        let (by_id, _) = call(&mut me, "CLIENT LIST ID 8");
+        assert!(
+            by_id.contains("id=8 ") && !by_id.contains("id=7 "),
+            "{by_id}"
+        );
+        assert_eq!(
+            call(&mut me, &format!("CLIENT KILL {}", other.addr)),
+            ("+OK\r\n".into(), false)
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let notified = runtime.block_on(async {
+            tokio::select! {
+                biased;
+                () = other_kill.notified() => true,
+                () = std::future::ready(()) => false,
+            }
+        });
+        assert!(notified, "the killed connection is told to close");
+        assert_eq!(
+            call(&mut me, "CLIENT KILL 1.2.3.4:5"),
+            ("-ERR No such client\r\n".into(), false)
+        );
+        assert_eq!(
+            call(&mut me, "CLIENT KILL TYPE pubsub"),
+            (":1\r\n".into(), false)
+        );
+        assert_eq!(
+            call(&mut me, "CLIENT KILL ID 7"),
+            (":0\r\n".into(), false),
+            "skipme by default"
+        );
+        assert_eq!(
+            call(&mut me, "CLIENT KILL ID 7 SKIPME no"),
+            (":1\r\n".into(), true)
+        );
+        assert!(
+            call(&mut me, "CLIENT KILL TYPE bogus")
+                .0
+                .starts_with("-ERR Unknown client type")
+        );
+        assert_eq!(
+            call(&mut me, "CLIENT KILL ID 7 TYPE").0,
+            "-ERR syntax error\r\n"
+        );
+        assert_eq!(
+            call(&mut me, "CLIENT KILL ID").0,
+            "-ERR No such client\r\n",
+            "the old form"
         );
     }
 
@@ -1045,11 +1846,11 @@ mod tests {
         let c = config(None);
         let v = view();
         let mut s = fresh(&c);
-        assert!(s.deliver(SWITCH_MASTER_CHANNEL, "p").is_empty());
+        assert!(s.deliver("+switch-master", "p").is_empty());
         run(&mut s, &c, &v, "SUBSCRIBE +switch-master");
         run(&mut s, &c, &v, "PSUBSCRIBE * +switch* -nope*");
         let payload = "mymaster 10.0.0.1 6379 10.0.0.2 6380";
-        let messages = s.deliver(SWITCH_MASTER_CHANNEL, payload);
+        let messages = s.deliver("+switch-master", payload);
         assert_eq!(messages.len(), 3);
         let mut wire = Vec::new();
         for m in &messages {
@@ -1069,7 +1870,9 @@ mod tests {
     fn quit_closes_after_ok() {
         let c = config(Some("pw"));
         let mut s = fresh(&c);
-        let outcome = handle(&mut s, &c, &view(), &[b"QUIT".to_vec()]);
+        let v = view();
+        let clients = Clients::new(26379, 16);
+        let outcome = handle(&mut s, &ctx(&c, &v, &clients), &[b"QUIT".to_vec()]);
         assert_eq!(
             outcome,
             Outcome {
@@ -1077,35 +1880,5 @@ mod tests {
                 close: true
             }
         );
-    }
-
-    #[test]
-    fn switch_master_is_published_when_the_master_moves_or_the_epoch_changes() {
-        let a = view();
-        let moved = SentinelView {
-            epoch: 5,
-            master: Some(endpoint("site-b", "10.0.0.2", 6380)),
-            ..view()
-        };
-        assert_eq!(
-            switch_master_payload("mymaster", &a, &moved).as_deref(),
-            Some("mymaster 10.0.0.1 6379 10.0.0.2 6380")
-        );
-        let same_new_epoch = SentinelView { epoch: 5, ..view() };
-        assert_eq!(
-            switch_master_payload("mymaster", &a, &same_new_epoch).as_deref(),
-            Some("mymaster 10.0.0.1 6379 10.0.0.1 6379")
-        );
-        let replicas_only = SentinelView {
-            replicas: Vec::new(),
-            ..view()
-        };
-        assert_eq!(switch_master_payload("mymaster", &a, &replicas_only), None);
-        let none = SentinelView {
-            master: None,
-            ..view()
-        };
-        assert_eq!(switch_master_payload("mymaster", &none, &a), None);
-        assert_eq!(switch_master_payload("mymaster", &a, &none), None);
     }
 }

@@ -1,16 +1,20 @@
 //! Sockets: one task per client, so a slow or idle client only ever holds up itself.
+//! Events are derived once per view change and fanned out to every connection.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, broadcast, watch};
 use tracing::{debug, info, warn};
 
-use super::command::{self, SWITCH_MASTER_CHANNEL, Session, switch_master_payload};
+use super::clients::{ClientInfo, Clients};
+use super::command::{self, Context, Session};
 use super::decode::RequestDecoder;
+use super::events::{Events, events};
 use super::resp::{Reply, encode};
 use super::{SentinelConfig, SentinelError, SentinelView};
 
@@ -28,6 +32,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const FLUSH_AT: usize = 64 * 1024;
 /// Pause after a failed accept (e.g. out of file descriptors) before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// View changes buffered per connection; one a reader falls this far behind on loses
+/// the oldest (logged).
+const EVENT_BACKLOG: usize = 256;
 
 /// Serves the Sentinel protocol on `listener` until the sender of `view` is dropped.
 pub async fn serve(
@@ -36,7 +43,10 @@ pub async fn serve(
     mut view: watch::Receiver<SentinelView>,
 ) {
     let config = Arc::new(config);
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    let clients = Arc::new(Clients::new(port, MAX_CLIENTS));
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let (events_tx, _) = broadcast::channel::<Arc<Events>>(EVENT_BACKLOG);
     let mut next_id: u64 = 0;
     let mut last = view.borrow_and_update().clone();
     info!(
@@ -53,17 +63,22 @@ pub async fn serve(
                     let id = next_id;
                     match Arc::clone(&slots).try_acquire_owned() {
                         Ok(slot) => {
-                            let config = Arc::clone(&config);
-                            let view = view.clone();
+                            let shared = Shared {
+                                config: Arc::clone(&config),
+                                clients: Arc::clone(&clients),
+                                view: view.clone(),
+                                events: events_tx.subscribe(),
+                            };
                             tokio::spawn(async move {
                                 let _slot = slot;
-                                match connection(stream, id, &config, view).await {
+                                match connection(stream, id, shared).await {
                                     Ok(()) => debug!(id, %peer, "sentinel client left"),
                                     Err(e) => debug!(id, %peer, error = %e, "sentinel client dropped"),
                                 }
                             });
                         }
                         Err(_) => {
+                            clients.rejected_connections.fetch_add(1, Ordering::Relaxed);
                             warn!(%peer, limit = MAX_CLIENTS, "sentinel endpoint full, refusing a client");
                             tokio::spawn(refuse(stream));
                         }
@@ -80,20 +95,26 @@ pub async fn serve(
                     return;
                 }
                 let new = view.borrow_and_update().clone();
-                if let Some(payload) = switch_master_payload(&config.master_name, &last, &new) {
-                    let name = |v: &SentinelView| v.master.as_ref().map(|m| m.name.clone()).unwrap_or_default();
-                    info!(
-                        %payload,
-                        epoch = new.epoch,
-                        from = %name(&last),
-                        to = %name(&new),
-                        "sentinel endpoint: publishing +switch-master"
-                    );
+                let published = events(&config.master_name, &last, &new);
+                for (channel, payload) in &published {
+                    info!(%channel, %payload, epoch = new.epoch, "sentinel event");
+                }
+                if !published.is_empty() {
+                    // No receiver (no client connected) is not an error.
+                    let _ = events_tx.send(Arc::new(published));
                 }
                 last = new;
             }
         }
     }
+}
+
+/// What every connection task shares with the endpoint.
+struct Shared {
+    config: Arc<SentinelConfig>,
+    clients: Arc<Clients>,
+    view: watch::Receiver<SentinelView>,
+    events: broadcast::Receiver<Arc<Events>>,
 }
 
 async fn refuse(stream: TcpStream) {
@@ -108,18 +129,48 @@ async fn refuse(stream: TcpStream) {
     let _ = flush(&mut writer, &mut out).await;
 }
 
-async fn connection(
+#[cfg(unix)]
+fn fd_of(stream: &TcpStream) -> i64 {
+    use std::os::fd::AsRawFd;
+    i64::from(stream.as_raw_fd())
+}
+
+#[cfg(not(unix))]
+fn fd_of(_: &TcpStream) -> i64 {
+    -1
+}
+
+async fn connection(stream: TcpStream, id: u64, shared: Shared) -> Result<(), SentinelError> {
+    let info = ClientInfo::new(
+        id,
+        stream
+            .peer_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string()),
+        stream
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string()),
+        fd_of(&stream),
+        Instant::now(),
+    );
+    let clients = Arc::clone(&shared.clients);
+    let kill = clients.register(info.clone());
+    let result = serve_client(stream, info, shared, &kill).await;
+    clients.remove(id);
+    result
+}
+
+async fn serve_client(
     stream: TcpStream,
-    id: u64,
-    config: &SentinelConfig,
-    mut view: watch::Receiver<SentinelView>,
+    info: ClientInfo,
+    mut shared: Shared,
+    kill: &tokio::sync::Notify,
 ) -> Result<(), SentinelError> {
     // Replies are small and latency matters more than packet count.
     stream.set_nodelay(true)?;
     let (mut reader, mut writer) = stream.into_split();
-    let mut session = Session::new(id, config);
+    let config = Arc::clone(&shared.config);
+    let mut session = Session::new(info, &config);
     let mut decoder = RequestDecoder::new(MAX_REQUEST_BYTES);
-    let mut last = view.borrow_and_update().clone();
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut out = Vec::new();
     loop {
@@ -138,10 +189,21 @@ async fn connection(
                     return Err(e);
                 }
             };
+            shared
+                .clients
+                .total_commands
+                .fetch_add(1, Ordering::Relaxed);
             let outcome = {
-                let current = view.borrow();
-                command::handle(&mut session, config, &current, &args)
+                let current = shared.view.borrow();
+                let ctx = Context {
+                    config: &config,
+                    view: &current,
+                    clients: &shared.clients,
+                    now: Instant::now(),
+                };
+                command::handle(&mut session, &ctx, &args)
             };
+            shared.clients.update(&session.info);
             for reply in &outcome.replies {
                 encode(reply, session.protocol, &mut out);
             }
@@ -163,18 +225,20 @@ async fn connection(
                 }
                 decoder.push(&chunk[..n]);
             }
-            changed = view.changed() => {
-                if changed.is_err() {
-                    return Ok(());
-                }
-                let new = view.borrow_and_update().clone();
-                if let Some(payload) = switch_master_payload(&config.master_name, &last, &new) {
-                    for message in session.deliver(SWITCH_MASTER_CHANNEL, &payload) {
-                        encode(&message, session.protocol, &mut out);
+            () = kill.notified() => return Ok(()),
+            received = shared.events.recv() => match received {
+                Ok(published) => {
+                    for (channel, payload) in published.iter() {
+                        for message in session.deliver(channel, payload) {
+                            encode(&message, session.protocol, &mut out);
+                        }
                     }
                 }
-                last = new;
-            }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    warn!(id = session.info.id, missed, "sentinel client fell behind: events dropped");
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
         }
     }
 }

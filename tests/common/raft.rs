@@ -36,6 +36,7 @@ pub fn data_member(id: NodeId, raft_addr: &str) -> Member {
         raft_addr: raft_addr.to_string(),
         priority: 1,
         no_promote: false,
+        sentinel_addr: None,
     }
 }
 
