@@ -67,10 +67,12 @@ fn init_logging(debug: bool, format: Option<LogFormat>) {
     } else {
         LogFormat::Json
     });
+    // kube-client logs every failed request at ERROR, without saying which; the adapter
+    // reports each failure itself, with the operation and the whole cause, once.
     let default = if debug {
-        "debug,openraft=info,hyper=info,reqwest=info,h2=info"
+        "debug,openraft=info,hyper=info,reqwest=info,h2=info,kube_client::client::builder=off"
     } else {
-        "info,openraft=error"
+        "info,openraft=error,kube_client::client::builder=off"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let registry = tracing_subscriber::registry()

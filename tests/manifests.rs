@@ -503,7 +503,7 @@ fn each_data_pod_has_the_one_load_balancer_service_lb_service_needs() {
             })
             .map(service_name)
             .collect();
-        assert_eq!(by_name, ["redis-0-lb"], "{}", pod.file);
+        assert_eq!(by_name, ["redis-0-peer"], "{}", pod.file);
     }
 }
 
@@ -606,7 +606,7 @@ fn service_selectors_match_the_pods_and_the_labels_the_agent_sets() {
                     }
                     "redis-headless" => true,
                     // --lb-service's per-pod Service: the pod whatever its role.
-                    "redis-0-lb" => p.pod_name == "redis-0",
+                    "redis-0-peer" => p.pod_name == "redis-0",
                     other => panic!("{}: no expectation for Service {other}", svc.file),
                 };
                 assert_eq!(
@@ -632,7 +632,7 @@ fn service_selectors_match_the_pods_and_the_labels_the_agent_sets() {
         } else {
             &[
                 "redis",
-                "redis-0-lb",
+                "redis-0-peer",
                 "redis-headless",
                 "redis-master",
                 "redis-master-lb",
