@@ -129,6 +129,8 @@ fn spawn_agent(site: &Site, peers: &str, secret: &str, dir: &Path) -> std::io::R
         .arg(format!("--site={}", site.name))
         .arg(format!("--node-name={}", site.name))
         .arg("--election-mode=raft")
+        // A person reads these files: text, not the JSON a log collector gets by default.
+        .arg("--log-format=text")
         .env("SHARED_SECRET", secret)
         .stdout(log.try_clone()?)
         .stderr(log)
