@@ -1,0 +1,569 @@
+//! The seed's deployment on a real Kubernetes control plane (etcd, kube-apiserver and
+//! kube-controller-manager from `scripts/k8s-control-plane.sh`): every manifest of
+//! `deploy/multisite/` is applied, the real StatefulSet and Deployment controllers make the
+//! Pods, a process-based kubelet (tests/kube_real/kubelet.rs) runs their containers in
+//! network namespaces, and the real EndpointSlice controller routes the Services by the
+//! labels our agents set while running as the manifests' ServiceAccount.
+//!
+//! Needs root (network namespaces), redis-server, redis-cli, curl, unshare, and the control
+//! plane's binaries (built once into a cache; ~15 min cold). With `CI` set a missing piece
+//! fails the test; elsewhere it is skipped with the reason.
+
+#[path = "kube_real/kubelet.rs"]
+mod kubelet;
+#[path = "kube_real/net.rs"]
+mod net;
+#[path = "kube_real/plane.rs"]
+mod plane;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
+use kube::api::{Api, ListParams};
+use redis_orchestrator::client::ApiClient;
+use redis_orchestrator::wire::SwitchoverDone;
+use serde_json::json;
+use tokio::runtime::Handle;
+use tokio::sync::Mutex;
+
+use kubelet::Kubelet;
+use net::PodNet;
+use plane::ControlPlane;
+
+const NS_A: &str = "redis-multisite-a";
+const NS_B: &str = "redis-multisite-b";
+const NS_C: &str = "redis-multisite-c";
+const NAMESPACES: [&str; 3] = [NS_A, NS_B, NS_C];
+/// The seed's order: site A, B, C, then the global LoadBalancer Services.
+const SITE_DIRS: [&str; 3] = ["site-a-manifests", "site-b-manifests", "site-c-manifests"];
+const GLOBAL: &str = "global-loadbalancer-services.yaml";
+const SERVICE_ACCOUNT: &str = "redis-orchestrator";
+const AGENT_PORT: u16 = 8080;
+
+fn pod_ip(ns: &str) -> Ipv4Addr {
+    match ns {
+        NS_A => Ipv4Addr::new(10, 97, 0, 1),
+        NS_B => Ipv4Addr::new(10, 97, 0, 2),
+        _ => Ipv4Addr::new(10, 97, 0, 3),
+    }
+}
+
+fn multisite() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/multisite")
+}
+
+/// What this machine lacks for the test, if anything.
+fn missing() -> Option<String> {
+    for tool in ["redis-server", "redis-cli", "curl", "unshare", "ip"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    net::unavailable().or_else(plane::unavailable)
+}
+
+#[test]
+fn seed_deployment_on_a_real_control_plane() {
+    if let Some(why) = missing() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set and the real-cluster test cannot run: {why}"
+        );
+        eprintln!("skipping the real-cluster test: {why}");
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let started = Instant::now();
+    let plane = ControlPlane::up().unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "control plane up at {} in {:.1} s",
+        plane.server,
+        started.elapsed().as_secs_f64()
+    );
+    let pods = PodNet::create().unwrap_or_else(|e| panic!("pod network: {e}"));
+    // The observer's HTTP calls to the agents start in the hub namespace, on the bridge.
+    let hub = net::runtime_in(&pods.hub).unwrap_or_else(|e| panic!("hub runtime: {e}"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let outcome = rt.block_on(scenario(&plane, pods, hub.handle().clone()));
+    drop(rt);
+    drop(hub);
+    if let Err(e) = outcome {
+        for component in ["kube-apiserver", "kube-controller-manager"] {
+            eprintln!(
+                "--- last lines of {component}:\n{}",
+                plane.log_tail(component, 15)
+            );
+        }
+        panic!("{e}");
+    }
+    eprintln!(
+        "real-cluster test wall time: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+async fn scenario(plane: &ControlPlane, pods: PodNet, hub: Handle) -> Result<(), String> {
+    let client = admin_client(plane).await?;
+    apply_manifests(plane, &client).await?;
+    let root = tempfile::Builder::new()
+        .prefix("rorc-kubelet-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let mut kubeconfigs = HashMap::new();
+    for ns in NAMESPACES {
+        kubeconfigs.insert(
+            ns.to_string(),
+            service_account_kubeconfig(plane, ns, root.path())?,
+        );
+    }
+    let ips = NAMESPACES.map(|ns| (ns.to_string(), pod_ip(ns))).into();
+    let kubelet = Arc::new(Mutex::new(Kubelet::new(
+        client.clone(),
+        pods,
+        root.path().to_path_buf(),
+        plane.port,
+        kubeconfigs,
+        ips,
+    )));
+    let runner = {
+        let kubelet = kubelet.clone();
+        tokio::spawn(async move {
+            let mut last = String::new();
+            loop {
+                if let Err(e) = kubelet.lock().await.sync().await
+                    && e != last
+                {
+                    eprintln!("kubelet: {e}");
+                    last = e;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let outcome = behaviour(&client, &kubelet, &hub).await;
+    runner.abort();
+    let _ = runner.await;
+    let kubelet = kubelet.lock().await;
+    let checked = outcome.and_then(|()| agent_calls_accepted(&kubelet));
+    if checked.is_err() {
+        for (ns, pod, c) in kubelet.containers() {
+            eprintln!(
+                "--- {ns}/{pod} {} (restarts {}), last lines:\n{}",
+                c.name,
+                c.restarts,
+                tail(&c.log, 25)
+            );
+        }
+    }
+    checked
+}
+
+async fn admin_client(plane: &ControlPlane) -> Result<Client, String> {
+    let kc = kube::config::Kubeconfig::read_from(plane.kubeconfig()).map_err(|e| e.to_string())?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+    Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// Namespaces first (a server-side dry run of a namespaced object needs its namespace),
+/// then a server-side dry run of every manifest, then the real apply in the seed's order.
+async fn apply_manifests(plane: &ControlPlane, client: &Client) -> Result<(), String> {
+    let dir = multisite();
+    let t = Instant::now();
+    for site in SITE_DIRS {
+        let file = dir.join(site).join("namespace.yaml");
+        plane.kubectl(&["apply", "-f", &file.display().to_string()])?;
+    }
+    let mut all = vec!["apply".to_string(), "--dry-run=server".into()];
+    for path in SITE_DIRS
+        .iter()
+        .map(|s| dir.join(s))
+        .chain([dir.join(GLOBAL)])
+    {
+        all.extend(["-f".into(), path.display().to_string()]);
+    }
+    let args: Vec<&str> = all.iter().map(String::as_str).collect();
+    let dry = plane.kubectl(&args)?;
+    let objects = dry
+        .lines()
+        .filter(|l| l.contains("(server dry run)"))
+        .count();
+    if objects < 20 {
+        return Err(format!(
+            "server dry run covered only {objects} objects:\n{dry}"
+        ));
+    }
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS_A);
+    let left = sets
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    if !left.items.is_empty() {
+        return Err("the dry run created a StatefulSet".into());
+    }
+    for path in SITE_DIRS
+        .iter()
+        .map(|s| dir.join(s))
+        .chain([dir.join(GLOBAL)])
+    {
+        plane.kubectl(&["apply", "-f", &path.display().to_string()])?;
+    }
+    eprintln!(
+        "{objects} objects passed the server-side dry run and were applied in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A kubeconfig with a TokenRequest token of the namespace's ServiceAccount.
+fn service_account_kubeconfig(
+    plane: &ControlPlane,
+    ns: &str,
+    dir: &Path,
+) -> Result<PathBuf, String> {
+    let token = plane.kubectl(&[
+        "create",
+        "token",
+        SERVICE_ACCOUNT,
+        "-n",
+        ns,
+        "--duration=2h",
+    ])?;
+    let file = dir.join(format!("{ns}.kubeconfig"));
+    let user = format!("system:serviceaccount:{ns}:{SERVICE_ACCOUNT}");
+    plane.write_kubeconfig(&file, &user, token.trim())?;
+    Ok(file)
+}
+
+/// The one pod a namespace runs.
+async fn only_pod(client: &Client, ns: &str) -> Result<Pod, String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    match <[Pod; 1]>::try_from(list.items) {
+        Ok([pod]) => Ok(pod),
+        Err(items) => Err(format!("{ns} has {} pods, expected one", items.len())),
+    }
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn role(pod: &Pod) -> Option<String> {
+    pod.metadata.labels.as_ref()?.get("redis-role").cloned()
+}
+
+/// Addresses of the ready endpoints in the Service's EndpointSlices, sorted.
+async fn routed(client: &Client, ns: &str, service: &str) -> Result<Vec<String>, String> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let list = slices
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut ips: Vec<String> = list
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .flat_map(|e| e.addresses.iter().cloned())
+        .collect();
+    ips.sort();
+    Ok(ips)
+}
+
+/// Which data site holds the master, as the Services and labels say.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Layout {
+    master: &'static str,
+    replica: &'static str,
+}
+
+/// Progress of one move of the master towards `want`, each the first time it was seen.
+#[derive(Default)]
+struct Moved {
+    redis: Option<Duration>,
+    label: Option<Duration>,
+    master_slices: Option<Duration>,
+    readonly: Option<Duration>,
+}
+
+impl Moved {
+    fn done(&self) -> bool {
+        self.redis.is_some()
+            && self.label.is_some()
+            && self.master_slices.is_some()
+            && self.readonly.is_some()
+    }
+}
+
+/// One look at everything that routes to the master: `redis` (only in the master's site),
+/// `redis-readonly` (only in the replica's), `redis-master` (the master everywhere), labels.
+async fn observe(
+    client: &Client,
+    want: Layout,
+    t0: Instant,
+    moved: &mut Moved,
+) -> Result<(), String> {
+    let (m_ip, r_ip) = (
+        pod_ip(want.master).to_string(),
+        pod_ip(want.replica).to_string(),
+    );
+    let now = t0.elapsed();
+    if moved.redis.is_none()
+        && routed(client, want.master, "redis").await? == [m_ip.clone()]
+        && routed(client, want.replica, "redis").await?.is_empty()
+    {
+        moved.redis = Some(now);
+    }
+    if moved.label.is_none() {
+        let (m, r) = (
+            only_pod(client, want.master).await?,
+            only_pod(client, want.replica).await?,
+        );
+        if role(&m).as_deref() == Some("master") && role(&r).as_deref() == Some("replica") {
+            moved.label = Some(now);
+        }
+    }
+    if moved.master_slices.is_none() {
+        let mut all = true;
+        for ns in NAMESPACES {
+            all &= routed(client, ns, "redis-master").await? == [m_ip.clone()];
+        }
+        if all {
+            moved.master_slices = Some(now);
+        }
+    }
+    if moved.readonly.is_none()
+        && routed(client, want.replica, "redis-readonly").await? == [r_ip]
+        && routed(client, want.master, "redis-readonly")
+            .await?
+            .is_empty()
+    {
+        moved.readonly = Some(now);
+    }
+    Ok(())
+}
+
+async fn wait_moved(
+    client: &Client,
+    want: Layout,
+    t0: Instant,
+    limit: Duration,
+) -> Result<Moved, String> {
+    let mut moved = Moved::default();
+    while !moved.done() {
+        if t0.elapsed() > limit {
+            return Err(format!(
+                "master not routed to {} within {limit:?}: redis {:?}, label {:?}, redis-master {:?}, redis-readonly {:?}",
+                want.master, moved.redis, moved.label, moved.master_slices, moved.readonly
+            ));
+        }
+        if let Err(e) = observe(client, want, t0, &mut moved).await {
+            eprintln!("observe: {e}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(moved)
+}
+
+fn report(what: &str, m: &Moved) {
+    let ms = |d: Option<Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1000.0);
+    eprintln!(
+        "{what}: `redis` Service endpoints on the new master after {:.0} ms; old pod relabelled \
+         replica (new one master) after {:.0} ms; every `redis-master` slice after {:.0} ms; \
+         `redis-readonly` after {:.0} ms",
+        ms(m.redis),
+        ms(m.label),
+        ms(m.master_slices),
+        ms(m.readonly)
+    );
+}
+
+async fn behaviour(
+    client: &Client,
+    kubelet: &Arc<Mutex<Kubelet>>,
+    hub: &Handle,
+) -> Result<(), String> {
+    let t = Instant::now();
+    let limit = Duration::from_secs(90);
+    loop {
+        let mut ready = 0;
+        for ns in NAMESPACES {
+            if only_pod(client, ns).await.is_ok_and(|p| is_ready(&p)) {
+                ready += 1;
+            }
+        }
+        if ready == NAMESPACES.len() {
+            break;
+        }
+        if t.elapsed() > limit {
+            return Err(format!("only {ready} of 3 pods Ready after {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "all three pods Ready (readiness probes passing) {:.1} s after the kubelet started",
+        t.elapsed().as_secs_f64()
+    );
+    // The first election picks either data site; find it from the labels.
+    let mut first = None;
+    while first.is_none() {
+        if t.elapsed() > limit {
+            return Err("no data pod labelled master".into());
+        }
+        for (m, r) in [(NS_A, NS_B), (NS_B, NS_A)] {
+            if only_pod(client, m)
+                .await
+                .is_ok_and(|p| role(&p).as_deref() == Some("master"))
+            {
+                first = Some(Layout {
+                    master: m,
+                    replica: r,
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let layout = first.ok_or("no master")?;
+    wait_moved(client, layout, Instant::now(), limit).await?;
+    eprintln!(
+        "routed: master in {}, replica in {}",
+        layout.master, layout.replica
+    );
+
+    // Unplanned: SIGKILL of the master's redis-server.
+    let master_pod = only_pod(client, layout.master).await?;
+    let name = master_pod.metadata.name.clone().unwrap_or_default();
+    let pid = kubelet
+        .lock()
+        .await
+        .pid(layout.master, &name, "redis")
+        .ok_or("the master's redis container is not running")?;
+    let pid = i32::try_from(pid).map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    // SAFETY: kill(2) has no memory effects; the pid is a child the kubelet started.
+    if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+        return Err(format!("kill {pid}: {}", std::io::Error::last_os_error()));
+    }
+    let after_kill = Layout {
+        master: layout.replica,
+        replica: layout.master,
+    };
+    let moved = wait_moved(client, after_kill, t0, Duration::from_secs(30)).await?;
+    report("SIGKILL of the master's redis-server", &moved);
+
+    // Planned: a signed POST /switchover to the witness, which forwards it to the leader.
+    let secret = shared_secret(client).await?;
+    let addr = format!("{}:{AGENT_PORT}", pod_ip(NS_C));
+    // Refused (409) until the restarted Redis has caught up as a healthy replica; timed from
+    // the request that is accepted.
+    let (done, t0) = hub
+        .spawn(async move {
+            let api = ApiClient::new(Some(secret.as_bytes()), Duration::from_secs(30))
+                .map_err(|e| e.to_string())?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let sent = Instant::now();
+                match api
+                    .post::<SwitchoverDone>(&addr, "/switchover", &json!({}))
+                    .await
+                {
+                    Ok(done) => return Ok::<_, String>((done, sent)),
+                    Err(e) if Instant::now() < deadline => {
+                        eprintln!("switchover not accepted yet: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => return Err(format!("switchover: {e}")),
+                }
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+    eprintln!(
+        "switchover {} -> {} committed in {} ms",
+        done.from, done.to, done.took_ms
+    );
+    let moved = wait_moved(client, layout, t0, Duration::from_secs(30)).await?;
+    report("planned switchover", &moved);
+    Ok(())
+}
+
+async fn shared_secret(client: &Client) -> Result<String, String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS_C);
+    let s = secrets
+        .get("redis-secret")
+        .await
+        .map_err(|e| e.to_string())?;
+    let bytes = s
+        .data
+        .and_then(|d| d.get("shared-secret").cloned())
+        .ok_or("redis-secret has no shared-secret")?;
+    String::from_utf8(bytes.0).map_err(|e| e.to_string())
+}
+
+/// Every agent ran as its ServiceAccount with the Kubernetes integration on, and none of its
+/// API calls was refused (403), aimed at something missing (404) or invalid (422).
+fn agent_calls_accepted(kubelet: &Kubelet) -> Result<(), String> {
+    let mut refused = Vec::new();
+    let mut agents = 0;
+    for (ns, pod, c) in kubelet.containers() {
+        if c.name != "orchestrator" {
+            continue;
+        }
+        agents += 1;
+        let text = std::fs::read_to_string(&c.log).map_err(|e| e.to_string())?;
+        if !text.contains("Kubernetes integration on") {
+            return Err(format!(
+                "{ns}/{pod}: the agent never turned the Kubernetes integration on"
+            ));
+        }
+        refused.extend(
+            text.lines()
+                .filter(|l| {
+                    ["HTTP 403", "HTTP 404", "HTTP 422"]
+                        .iter()
+                        .any(|c| l.contains(c))
+                })
+                .map(|l| format!("{ns}/{pod}: {l}")),
+        );
+    }
+    if agents != 3 {
+        return Err(format!("{agents} agents ran, expected 3"));
+    }
+    if !refused.is_empty() {
+        return Err(format!("API calls refused:\n{}", refused.join("\n")));
+    }
+    eprintln!("3 agents ran as their ServiceAccount; no API call answered 403, 404 or 422");
+    Ok(())
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
