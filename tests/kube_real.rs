@@ -161,7 +161,12 @@ async fn scenario(plane: &ControlPlane, pods: PodNet, hub: Handle) -> Result<(),
     runner.abort();
     let _ = runner.await;
     let kubelet = kubelet.lock().await;
-    let checked = outcome.and_then(|()| agent_calls_accepted(&kubelet));
+    // Refused calls are the likeliest cause of a failed step too: always named.
+    let checked = match (outcome, agent_calls_accepted(&kubelet)) {
+        (Ok(()), calls) => calls,
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(calls)) => Err(format!("{e}\n{calls}")),
+    };
     if checked.is_err() {
         for (ns, pod, c) in kubelet.containers() {
             eprintln!(
