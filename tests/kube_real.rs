@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use redis_orchestrator::client::ApiClient;
 use redis_orchestrator::wire::SwitchoverDone;
 use serde_json::json;
@@ -492,15 +492,22 @@ async fn behaviour(
             let api = ApiClient::new(Some(secret.as_bytes()), Duration::from_secs(30))
                 .map_err(|e| e.to_string())?;
             let deadline = Instant::now() + Duration::from_secs(30);
+            let mut refusals = 0;
             loop {
                 let sent = Instant::now();
                 match api
                     .post::<SwitchoverDone>(&addr, "/switchover", &json!({}))
                     .await
                 {
-                    Ok(done) => return Ok::<_, String>((done, sent)),
+                    Ok(done) => {
+                        eprintln!("switchover refused {refusals} times before it was accepted");
+                        return Ok::<_, String>((done, sent));
+                    }
                     Err(e) if Instant::now() < deadline => {
-                        eprintln!("switchover not accepted yet: {e}");
+                        if refusals == 0 {
+                            eprintln!("switchover not accepted yet: {e}");
+                        }
+                        refusals += 1;
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                     Err(e) => return Err(format!("switchover: {e}")),
@@ -515,6 +522,123 @@ async fn behaviour(
     );
     let moved = wait_moved(client, layout, t0, Duration::from_secs(30)).await?;
     report("planned switchover", &moved);
+    lb_service(client, kubelet, hub).await
+}
+
+/// The per-pod LoadBalancer Service's ingress IP. Inside the pod network: the replica of the
+/// other site replicates from it, and the kubelet puts it on the pod's eth0 as the load
+/// balancer would forward it there.
+const LB_IP: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 102);
+/// The selector keys by which `--lb-service` recognises a Service of its own pod.
+const POD_NAME_KEYS: [&str; 3] = ["statefulset.kubernetes.io/pod-name", "pod-name", "pod"];
+
+/// `--lb-service` on site B: the manifests' per-pod LoadBalancer Service gets an ingress IP
+/// (patched here, as a cloud controller would), site B's StatefulSet gets the flag, and the
+/// restarted agent advertises that address instead of its pod IP.
+async fn lb_service(
+    client: &Client,
+    kubelet: &Arc<Mutex<Kubelet>>,
+    hub: &Handle,
+) -> Result<(), String> {
+    let ns = NS_B;
+    let old = only_pod(client, ns).await?;
+    let pod = old.metadata.name.clone().unwrap_or_default();
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let list = services
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mine: Vec<String> = list
+        .items
+        .iter()
+        .filter(|s| s.spec.as_ref().and_then(|p| p.type_.as_deref()) == Some("LoadBalancer"))
+        .filter(|s| {
+            let selector = s.spec.as_ref().and_then(|p| p.selector.as_ref());
+            POD_NAME_KEYS
+                .iter()
+                .any(|k| selector.and_then(|m| m.get(*k)) == Some(&pod))
+        })
+        .filter_map(|s| s.metadata.name.clone())
+        .collect();
+    let service = match mine.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            eprintln!(
+                "NOT TESTED: --lb-service: the manifests ship no LoadBalancer Service that selects \
+                 pod {ns}/{pod} by name, so the flag has nothing to find"
+            );
+            return Ok(());
+        }
+        many => return Err(format!("several per-pod LoadBalancer Services: {many:?}")),
+    };
+    services
+        .patch_status(
+            &service,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"loadBalancer": {"ingress": [{"ip": LB_IP.to_string()}]}}}),
+            ),
+        )
+        .await
+        .map_err(|e| format!("patch status of {ns}/{service}: {e}"))?;
+    kubelet.lock().await.load_balancer(ns, LB_IP);
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let set = sets.get("redis").await.map_err(|e| e.to_string())?;
+    // Strategic merge: containers merge by name, and `args` is replaced whole.
+    let mut args = set
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.iter().find(|c| c.name == "orchestrator"))
+        .and_then(|c| c.args.clone())
+        .ok_or("no orchestrator container with args in site B's StatefulSet")?;
+    args.push("--lb-service".into());
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "orchestrator", "args": args}]}}}});
+    sets.patch("redis", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .map_err(|e| format!("add --lb-service to {ns}/redis: {e}"))?;
+    // The StatefulSet controller replaces the pod; the kubelet stops the old one.
+    let old_uid = old.metadata.uid.clone().unwrap_or_default();
+    let t = Instant::now();
+    loop {
+        let replaced = only_pod(client, ns)
+            .await
+            .is_ok_and(|p| p.metadata.uid.as_deref() != Some(&old_uid) && is_ready(&p));
+        let running = kubelet
+            .lock()
+            .await
+            .running_uid(ns, &pod)
+            .is_some_and(|u| u != old_uid);
+        if replaced && running {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            return Err(format!("{ns}/{pod} not replaced and Ready within 60 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let addr = format!("{}:{AGENT_PORT}", pod_ip(ns));
+    let secret = shared_secret(client).await?;
+    let view = hub
+        .spawn(async move {
+            let api = ApiClient::new(Some(secret.as_bytes()), Duration::from_secs(5))
+                .map_err(|e| e.to_string())?;
+            api.state(&addr).await.map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+    let want = format!("{LB_IP}:6379");
+    if view.redis_addr.as_deref() != Some(want.as_str()) {
+        return Err(format!(
+            "with --lb-service the agent advertises {:?}, not {want} from Service {service}",
+            view.redis_addr
+        ));
+    }
+    eprintln!(
+        "--lb-service: {ns}/{pod} restarted with the flag in {:.1} s and advertises {want} \
+         (the ingress IP of Service {service})",
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

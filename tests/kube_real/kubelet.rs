@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
 use tokio::process::{Child, Command};
 
@@ -45,11 +45,14 @@ pub struct Kubelet {
     ips: HashMap<String, Ipv4Addr>,
     pods: BTreeMap<(String, String), RunningPod>,
     nodes: Vec<String>,
+    /// Namespace → LoadBalancer ingress IPs that forward to its pod (added to its eth0).
+    balancers: HashMap<String, Vec<Ipv4Addr>>,
     /// Mount points this kubelet had to create on the host (removed again when empty).
     made_dirs: Vec<PathBuf>,
 }
 
 struct RunningPod {
+    uid: String,
     netns: String,
     ip: Ipv4Addr,
     hosts_file: PathBuf,
@@ -97,6 +100,7 @@ impl Kubelet {
             ips,
             pods: BTreeMap::new(),
             nodes: Vec::new(),
+            balancers: HashMap::new(),
             made_dirs: Vec::new(),
         }
     }
@@ -116,6 +120,34 @@ impl Kubelet {
         })
     }
 
+    /// Route `addr` (a LoadBalancer's ingress IP) to the pods of `namespace` admitted from
+    /// now on.
+    pub fn load_balancer(&mut self, namespace: &str, addr: Ipv4Addr) {
+        self.balancers
+            .entry(namespace.to_string())
+            .or_default()
+            .push(addr);
+    }
+
+    /// The UID of the pod whose containers run now.
+    pub fn running_uid(&self, namespace: &str, pod: &str) -> Option<&str> {
+        let p = self.pods.get(&(namespace.to_string(), pod.to_string()))?;
+        Some(p.uid.as_str())
+    }
+
+    /// Kill a pod's containers and remove its network namespace.
+    async fn stop(&mut self, key: &(String, String)) {
+        let Some(mut pod) = self.pods.remove(key) else {
+            return;
+        };
+        for c in &mut pod.containers {
+            if let Some(child) = &mut c.child {
+                let _ = child.kill().await;
+            }
+        }
+        self.net.remove_pod(&pod.netns);
+    }
+
     /// One pass: admit new pods, restart exited containers, probe and report status.
     pub async fn sync(&mut self) -> Result<(), String> {
         let all: Api<Pod> = Api::all(self.client.clone());
@@ -127,15 +159,53 @@ impl Kubelet {
         for pod in &list.items {
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
             let name = pod.metadata.name.clone().unwrap_or_default();
+            let key = (ns.clone(), name.clone());
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            if self.pods.get(&key).is_some_and(|p| p.uid != uid) {
+                self.stop(&key).await;
+                dns_changed = true;
+            }
             if pod.metadata.deletion_timestamp.is_some() {
+                // A bound pod is gone once its kubelet says its containers are: stop them,
+                // then delete the object for good.
+                self.stop(&key).await;
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+                let params = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match api.delete(&name, &params).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) => return Err(format!("delete {ns}/{name}: {e}")),
+                }
+                dns_changed = true;
                 continue;
             }
-            let key = (ns.clone(), name.clone());
             if !self.pods.contains_key(&key) {
                 let running = self.admit(pod).await?;
                 self.pods.insert(key.clone(), running);
                 dns_changed = true;
             }
+        }
+        let gone: Vec<_> = self
+            .pods
+            .keys()
+            .filter(|(ns, name)| {
+                !list.items.iter().any(|p| {
+                    p.metadata.namespace.as_ref() == Some(ns)
+                        && p.metadata.name.as_ref() == Some(name)
+                })
+            })
+            .cloned()
+            .collect();
+        for key in gone {
+            self.stop(&key).await;
+            dns_changed = true;
         }
         if dns_changed {
             self.write_hosts(&list.items)?;
@@ -188,6 +258,9 @@ impl Kubelet {
         let short: String = short.chars().take(20).collect();
         let netns = self.net.add_pod(&short, ip, "")?;
         self.net.relay_loopback(&netns, self.api_port)?;
+        for &addr in self.balancers.get(&ns).into_iter().flatten() {
+            self.net.add_address(&netns, addr)?;
+        }
         let hosts_file = Path::new("/etc/netns").join(&netns).join("hosts");
         let pod_dir = self.root.join(format!("{ns}-{name}"));
         let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
@@ -199,6 +272,7 @@ impl Kubelet {
             );
         }
         let mut running = RunningPod {
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
             netns,
             ip,
             hosts_file,

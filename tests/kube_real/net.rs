@@ -21,7 +21,8 @@ pub const HUB_IP: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 254);
 pub struct PodNet {
     id: String,
     pub hub: String,
-    pods: Vec<String>,
+    /// Namespaces with the name of their veth's bridge port (none for the hub).
+    pods: Vec<(String, Option<String>)>,
     next_port: u32,
 }
 
@@ -40,7 +41,7 @@ impl PodNet {
         };
         let hub = net.hub.clone();
         ip(&["netns", "add", &hub])?;
-        net.pods.push(hub.clone());
+        net.pods.push((hub.clone(), None));
         ip(&["-n", &hub, "link", "set", "lo", "up"])?;
         ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &hub, "link", "set", "br0", "up"])?;
@@ -60,12 +61,12 @@ impl PodNet {
     pub fn add_pod(&mut self, short: &str, addr: Ipv4Addr, hosts: &str) -> Result<String, String> {
         let name = format!("{}-{short}", self.id);
         ip(&["netns", "add", &name])?;
-        self.pods.push(name.clone());
+        let port = format!("port{}", self.next_port);
+        self.next_port += 1;
+        self.pods.push((name.clone(), Some(port.clone())));
         let etc = Path::new("/etc/netns").join(&name);
         std::fs::create_dir_all(&etc).map_err(|e| format!("{}: {e}", etc.display()))?;
         std::fs::write(etc.join("hosts"), hosts).map_err(|e| format!("hosts: {e}"))?;
-        let port = format!("port{}", self.next_port);
-        self.next_port += 1;
         let hub = self.hub.clone();
         ip(&["-n", &name, "link", "set", "lo", "up"])?;
         ip(&[
@@ -108,24 +109,54 @@ impl PodNet {
         });
         Ok(())
     }
+
+    /// One more address on a pod's eth0 (a LoadBalancer's ingress IP that forwards to it).
+    pub fn add_address(&self, ns: &str, addr: Ipv4Addr) -> Result<(), String> {
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{addr}/32"),
+            "dev",
+            "eth0",
+        ])
+        .map(drop)
+    }
+
+    /// Kill what runs in a pod's namespace and delete it with its veth pair (the relay's
+    /// listener may keep the namespace itself alive, so the pair is deleted explicitly).
+    pub fn remove_pod(&mut self, name: &str) {
+        if let Some(i) = self.pods.iter().position(|(n, _)| n == name) {
+            let (name, port) = self.pods.remove(i);
+            self.remove(&name, port.as_deref());
+        }
+    }
+
+    fn remove(&self, name: &str, port: Option<&str>) {
+        if let Ok(pids) = ip(&["netns", "pids", name]) {
+            for pid in pids
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                // SAFETY: kill(2) has no memory effects; the pid runs in our namespace.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        if let Some(port) = port {
+            let _ = ip(&["-n", &self.hub, "link", "del", port]);
+        }
+        let _ = ip(&["netns", "del", name]);
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(name));
+    }
 }
 
 impl Drop for PodNet {
     fn drop(&mut self) {
-        for name in self.pods.iter().rev() {
-            if let Ok(pids) = ip(&["netns", "pids", name]) {
-                for pid in pids
-                    .split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok())
-                {
-                    // SAFETY: kill(2) has no memory effects; the pid runs in our namespace.
-                    unsafe {
-                        libc::kill(pid, libc::SIGKILL);
-                    }
-                }
-            }
-            let _ = ip(&["netns", "del", name]);
-            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(name));
+        for (name, port) in self.pods.iter().rev() {
+            self.remove(name, port.as_deref());
         }
     }
 }
