@@ -28,6 +28,7 @@ pub struct PodNet {
 
 impl PodNet {
     pub fn create() -> Result<PodNet, String> {
+        sweep_stale();
         let id = format!(
             "{PREFIX}-{}-{:04x}",
             std::process::id(),
@@ -157,6 +158,25 @@ impl Drop for PodNet {
     fn drop(&mut self) {
         for (name, port) in self.pods.iter().rev() {
             self.remove(name, port.as_deref());
+        }
+    }
+}
+
+/// Delete the namespaces (and their /etc/netns files) of earlier runs whose process is gone:
+/// a killed test run cannot clean up after itself. Live runs' namespaces are left alone.
+fn sweep_stale() {
+    let Ok(list) = ip(&["netns", "list"]) else {
+        return;
+    };
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let owner = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if owner.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = ip(&["netns", "del", name]);
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(name));
         }
     }
 }
