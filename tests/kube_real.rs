@@ -164,7 +164,8 @@ async fn scenario(plane: &ControlPlane, pods: PodNet, hub: Handle) -> Result<(),
     let _ = runner.await;
     let kubelet = kubelet.lock().await;
     // Refused calls are the likeliest cause of a failed step too: always named.
-    let checked = match (outcome, agent_calls_accepted(&kubelet)) {
+    let calls = agent_calls_accepted(&kubelet).and_then(|()| audited_calls_accepted(plane));
+    let checked = match (outcome, calls) {
         (Ok(()), calls) => calls,
         (Err(e), Ok(())) => Err(e),
         (Err(e), Err(calls)) => Err(format!("{e}\n{calls}")),
@@ -745,6 +746,57 @@ fn agent_calls_accepted(kubelet: &Kubelet) -> Result<(), String> {
         return Err(format!("API calls refused:\n{}", refused.join("\n")));
     }
     eprintln!("3 agents ran as their ServiceAccount; no API call answered 403, 404 or 422");
+    Ok(())
+}
+
+/// The API server's audit log: every request made with a token of the manifests'
+/// ServiceAccount was accepted. The one 404 allowed is the GET of the redis-master
+/// EndpointSlice before the agent first creates it.
+fn audited_calls_accepted(plane: &ControlPlane) -> Result<(), String> {
+    let path = plane.dir().join("logs/audit.log");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let suffix = format!(":{SERVICE_ACCOUNT}");
+    let mut calls: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut refused = Vec::new();
+    for line in text.lines() {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let user = event["user"]["username"].as_str().unwrap_or("");
+        if !(user.starts_with("system:serviceaccount:") && user.ends_with(&suffix)) {
+            continue;
+        }
+        let verb = event["verb"].as_str().unwrap_or("?");
+        let object = &event["objectRef"];
+        let resource = match (object["resource"].as_str(), object["subresource"].as_str()) {
+            (Some(r), Some(sub)) => format!("{r}/{sub}"),
+            (Some(r), None) => r.to_string(),
+            (None, _) => event["requestURI"].as_str().unwrap_or("?").to_string(),
+        };
+        let code = event["responseStatus"]["code"].as_u64().unwrap_or(0);
+        *calls.entry(format!("{verb} {resource}")).or_default() += 1;
+        let absent_slice = code == 404 && verb == "get" && resource == "endpointslices";
+        if matches!(code, 403 | 404 | 422) && !absent_slice {
+            refused.push(format!(
+                "{user}: {verb} {} -> {code}",
+                event["requestURI"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    if calls.is_empty() {
+        return Err("the audit log holds no request of the agents' ServiceAccounts".into());
+    }
+    let summary: Vec<String> = calls.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+    if !refused.is_empty() {
+        return Err(format!(
+            "audit log: requests of the agents' ServiceAccounts refused:\n{}",
+            refused.join("\n")
+        ));
+    }
+    eprintln!(
+        "audit log: every request of the agents' ServiceAccounts accepted: {}",
+        summary.join(", ")
+    );
     Ok(())
 }
 
