@@ -621,11 +621,9 @@ async fn lb_service(
     let service = match mine.as_slice() {
         [one] => one.clone(),
         [] => {
-            eprintln!(
-                "NOT TESTED: --lb-service: the manifests ship no LoadBalancer Service that selects \
-                 pod {ns}/{pod} by name, so the flag has nothing to find"
-            );
-            return Ok(());
+            return Err(format!(
+                "--lb-service: the manifests ship no LoadBalancer Service that selects pod {ns}/{pod} by name, so the flag has nothing to find"
+            ));
         }
         many => return Err(format!("several per-pod LoadBalancer Services: {many:?}")),
     };
