@@ -97,6 +97,7 @@ impl RedisServer {
             password: self.options.requirepass.clone(),
             tls: false,
             tls_skip_verify: false,
+            tls_ca_file: None,
         }
     }
 
