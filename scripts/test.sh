@@ -4,6 +4,8 @@
 # against Redis Sentinel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One clean build per run: incremental state only costs disk and time here.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 scripts/install-deps.sh
 # The stock clients of tests/client_matrix.rs, into a cache (seconds once cached).
 scripts/install-clients.sh >/dev/null
