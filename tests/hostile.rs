@@ -448,3 +448,40 @@ fn answers_from_a_peer_without_the_secret_are_not_counted() {
         assert!(leader, "signed answers are accepted:\n{log}");
     });
 }
+
+#[test]
+fn connections_beyond_the_cap_wait_until_a_slot_frees() {
+    run_serial(async {
+        let mut c = Cluster::new();
+        c.start_all();
+        c.wait_stable_master(SETTLE).await;
+        let api = c.nodes[0].api_addr();
+        let health = || async {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("client");
+            client
+                .get(format!("http://{api}/health"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        };
+        assert!(health().await, "served before the flood");
+        let mut idle = Vec::new();
+        for _ in 0..redis_orchestrator::http::MAX_CONNECTIONS {
+            idle.push(TcpStream::connect(&api).await.expect("connect"));
+        }
+        // Give the agent time to accept them all, well inside the header timeout.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !health().await,
+            "a connection beyond the cap must not be served"
+        );
+        drop(idle);
+        let freed = Instant::now();
+        while !health().await {
+            assert!(freed.elapsed() < Duration::from_secs(5), "slots not freed");
+        }
+    });
+}
