@@ -64,10 +64,15 @@ enum Transport {
     Tls(Arc<Reloading<reqwest::Client>>),
 }
 
+/// Idle pooled connections are dropped before the agents' header timeout closes them, so a
+/// request never races a server closing its connection.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn builder(timeout: Option<Duration>) -> reqwest::ClientBuilder {
     let builder = reqwest::Client::builder()
         .no_proxy()
-        .connect_timeout(CONNECT_TIMEOUT);
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT);
     match timeout {
         Some(t) => builder.timeout(t),
         None => builder,
