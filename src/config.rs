@@ -26,6 +26,15 @@ pub enum KubernetesMode {
     Off,
 }
 
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event (colours only on a terminal).
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ElectionMode {
     /// Accepted for compatibility; the agent always uses Raft consensus.
@@ -116,6 +125,9 @@ pub struct AgentArgs {
     /// Verbose logs.
     #[arg(long, value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub debug: bool,
+    /// Log format on stderr: text or json (default: json when stderr is not a terminal, else text).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Address the HTTP API listens on.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub api_bind: String,

@@ -138,6 +138,8 @@ fn spawn_agent(
         .arg(format!("--site={}", site.name))
         .arg(format!("--node-name={}", site.name))
         .arg("--election-mode=raft")
+        // A person reads these files: text, not the JSON a log collector gets by default.
+        .arg("--log-format=text")
         .env("SHARED_SECRET", secret)
         .env("TLS_CERT_FILE", &tls.tls_cert_file)
         .env("TLS_KEY_FILE", &tls.tls_key_file)
