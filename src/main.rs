@@ -119,6 +119,22 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
         }
     };
     init_logging(settings.debug, args.log_format);
+    // A bad or unreadable certificate is a configuration error, like a bad flag.
+    let server_tls = match &settings.tls {
+        None => None,
+        Some(files) => {
+            let checked = files.client_config().and_then(|_| {
+                redis_orchestrator::tls::Reloading::new(files.clone(), |f| f.server_config())
+            });
+            match checked {
+                Ok(reloading) => Some(Arc::new(reloading)),
+                Err(e) => {
+                    eprintln!("redis-orchestrator: error: TLS: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     if settings.secret.is_none() {
         warn!(
             "NO SHARED SECRET: peer and API requests are NOT authenticated. Set --shared-secret or SHARED_SECRET (identical on every site)."
@@ -191,7 +207,12 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
     let cluster_api = kube.map(|k| Arc::new(k) as Arc<dyn ClusterApi>);
     let started = async {
         let agent = Agent::open(settings, cluster_api).await?;
-        redis_orchestrator::http::spawn_servers(agent.clone(), listeners.raft, listeners.api);
+        redis_orchestrator::http::spawn_servers(
+            agent.clone(),
+            listeners.raft,
+            listeners.api,
+            server_tls,
+        );
         agent.start(listeners.sentinel).await?;
         Ok::<_, redis_orchestrator::agent::StartError>(agent)
     };

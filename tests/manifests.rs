@@ -840,8 +840,10 @@ fn referenced_secrets_config_maps_accounts_and_claims_exist() {
                     pvc.claim_name
                 );
             }
+            // The only Secret volume allowed is an optional one (the agents' TLS files).
+            let optional_secret = v.secret.as_ref().is_none_or(|s| s.optional == Some(true));
             assert!(
-                v.secret.is_none() && v.host_path.is_none(),
+                optional_secret && v.host_path.is_none(),
                 "{}: volume {}",
                 p.file,
                 v.name

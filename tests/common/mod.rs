@@ -98,6 +98,7 @@ impl RedisServer {
             password: self.options.requirepass.clone(),
             tls: false,
             tls_skip_verify: false,
+            tls_ca_file: None,
         }
     }
 
