@@ -442,9 +442,24 @@ impl Kubelet {
             for (key, value) in map.data.iter().flatten() {
                 std::fs::write(dir.join(key), value).map_err(|e| format!("{key}: {e}"))?;
             }
+        } else if let Some(sv) = &v.secret {
+            let secret_name = sv.secret_name.clone().unwrap_or_default();
+            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+            match secrets.get_opt(&secret_name).await {
+                Ok(Some(secret)) => {
+                    for (key, value) in secret.data.iter().flatten() {
+                        std::fs::write(dir.join(key), &value.0)
+                            .map_err(|e| format!("{key}: {e}"))?;
+                    }
+                }
+                // An optional Secret that does not exist mounts as an empty directory.
+                Ok(None) if sv.optional == Some(true) => {}
+                Ok(None) => return Err(format!("secret {ns}/{secret_name} does not exist")),
+                Err(e) => return Err(format!("secret {ns}/{secret_name}: {e}")),
+            }
         } else if v.persistent_volume_claim.is_none() && v.empty_dir.is_none() {
             return Err(format!(
-                "volume {name}: only configMap, PVC and emptyDir are supported"
+                "volume {name}: only configMap, Secret, PVC and emptyDir are supported"
             ));
         }
         Ok(Some(dir))
