@@ -29,6 +29,22 @@ openraft::declare_raft_types!(
 
 pub type Raft = openraft::Raft<TypeConfig>;
 
+/// Why the Raft core no longer runs, if it does not: it panicked (its task ended and
+/// dropped the metrics sender), hit a storage error, or shut down. Nothing but a restart
+/// of the process brings it back, so `/health` reports it.
+pub fn core_failure(raft: &Raft) -> Option<String> {
+    let metrics = raft.metrics();
+    if metrics.has_changed().is_err() {
+        return Some("the raft core has stopped (its task ended)".to_string());
+    }
+    let m = metrics.borrow();
+    match (&m.running_state, m.state) {
+        (Err(fatal), _) => Some(format!("the raft core has stopped: {fatal}")),
+        (Ok(()), openraft::ServerState::Shutdown) => Some("the raft core is shut down".to_string()),
+        _ => None,
+    }
+}
+
 /// Short names for openraft's generic types, instantiated for [`TypeConfig`].
 pub mod typ {
     use openraft::BasicNode;

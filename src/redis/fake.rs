@@ -22,6 +22,9 @@ pub struct FakeState {
     pub failing: Option<RedisError>,
     /// Every command received, `INFO` included, in order.
     pub commands: Vec<String>,
+    /// What a write probe of the master this one replicates from finds (not recorded in
+    /// `commands`: it goes to another Redis).
+    pub master_writable: bool,
 }
 
 /// Cheap to clone; clones share one state.
@@ -42,6 +45,7 @@ impl FakeRedis {
                 paused: None,
                 failing: None,
                 commands: Vec::new(),
+                master_writable: true,
             })),
         }
     }
@@ -141,6 +145,15 @@ impl RedisNode for FakeRedis {
         let mut s = self.command("CLIENT UNPAUSE".into())?;
         s.paused = None;
         Ok(())
+    }
+
+    async fn master_accepts_writes(
+        &self,
+        _host: &str,
+        _port: u16,
+        _timeout: Duration,
+    ) -> Result<bool, RedisError> {
+        Ok(self.lock().master_writable)
     }
 
     async fn tune_replication(

@@ -639,6 +639,7 @@ mod tests {
                 redis,
                 fenced: false,
                 handover_paused: false,
+                master_accepts_writes: None,
             },
             received_at: Millis(1000),
         };

@@ -77,6 +77,11 @@ pub struct Cluster {
 impl Cluster {
     /// Start both redis-servers (not the agents).
     pub fn new() -> Cluster {
+        Cluster::with_redis(super::ServerOptions::default())
+    }
+
+    /// Start both redis-servers with `options` (say, a password), not the agents.
+    pub fn with_redis(options: super::ServerOptions) -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
@@ -85,7 +90,7 @@ impl Cluster {
                 name: name.to_string(),
                 raft_port: free_port(),
                 api_port: free_port(),
-                redis: data.then(RedisServer::start),
+                redis: data.then(|| RedisServer::start_with(options.clone())),
                 secret: SECRET.to_string(),
                 extra_args: Vec::new(),
                 data_dir: dir.path().join(name),

@@ -1,0 +1,376 @@
+//! Operator mistakes and hostile peers on a real three-agent cluster (two redis-server data
+//! nodes and a witness on 127.0.0.1): a wrong Redis password, a half-rotated shared secret,
+//! a signed vote with an absurd term, and membership changes that must not happen.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{Cluster, DOWN_AFTER, SECRET, run_serial};
+use common::{RedisServer, ServerOptions};
+use redis::IntoConnectionInfo;
+use redis_orchestrator::client::SignedClient;
+use redis_orchestrator::model::{
+    Member, MemberKind, NodeReport, RedisHealth, RedisRole, RedisStatus,
+};
+use redis_orchestrator::wire::PeerView;
+
+const SETTLE: Duration = Duration::from_secs(20);
+const PASSWORD: &str = "right-password";
+/// How long a probe write may wait before the Redis counts as not taking writes.
+const WRITE_WAIT: Duration = Duration::from_millis(300);
+
+/// Whether `redis` acknowledges a write now, asked with the correct password.
+fn accepts_write(redis: &RedisServer, key: &str) -> bool {
+    let Ok(info) =
+        redis::ConnectionAddr::Tcp("127.0.0.1".to_string(), redis.port()).into_connection_info()
+    else {
+        return false;
+    };
+    let settings = redis::RedisConnectionInfo::default().set_password(PASSWORD);
+    let Ok(client) = redis::Client::open(info.set_redis_settings(settings)) else {
+        return false;
+    };
+    let Ok(mut conn) = client.get_connection_with_timeout(WRITE_WAIT) else {
+        return false;
+    };
+    if conn.set_read_timeout(Some(WRITE_WAIT)).is_err() {
+        return false;
+    }
+    common::command(&["SET", key, "v"])
+        .query::<()>(&mut conn)
+        .is_ok()
+}
+
+/// Which data nodes' Redis acknowledge a write at this moment.
+fn writable(c: &Cluster, key: &str) -> Vec<String> {
+    c.nodes
+        .iter()
+        .filter(|n| !n.is_witness() && accepts_write(n.redis(), key))
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+fn password_cluster() -> Cluster {
+    let mut c = Cluster::with_redis(ServerOptions {
+        requirepass: Some(PASSWORD.to_string()),
+        masterauth: Some(PASSWORD.to_string()),
+    });
+    for n in c.nodes.iter_mut().filter(|n| !n.is_witness()) {
+        n.extra_args.push(format!("--redis-password={PASSWORD}"));
+    }
+    c
+}
+
+async fn get_text(addr: &str, path: &str) -> (u16, String) {
+    match reqwest::get(format!("http://{addr}{path}")).await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+#[test]
+fn wrong_redis_password_on_the_master_agent_never_makes_a_second_writable_master() {
+    run_serial(async {
+        let mut c = password_cluster();
+        c.start_all();
+        let m = c.wait_stable_master(SETTLE).await;
+        let before = c.state(m).await.expect("state");
+
+        c.kill_agent(m);
+        c.nodes[m].extra_args = vec!["--redis-password=typo".to_string()];
+        c.start_agent(m);
+
+        let start = Instant::now();
+        let mut samples = 0;
+        while start.elapsed() < Duration::from_secs(15) {
+            let w = writable(&c, "probe");
+            assert!(w.len() <= 1, "two writable masters: {w:?}");
+            samples += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!("{samples} write probes over 15 s, never two writable masters");
+        assert_eq!(
+            writable(&c, "probe"),
+            vec![c.nodes[m].name.clone()],
+            "the old master (alive, its agent refused) stays the one master"
+        );
+        let after = c.state(m).await.expect("state of the refused agent");
+        assert_eq!(
+            (after.epoch, after.master.clone()),
+            (before.epoch, before.master.clone())
+        );
+        let error = after.redis_error.unwrap_or_default();
+        assert!(error.contains("credentials"), "redis_error: {error}");
+        let (status, body) = get_text(&c.nodes[m].api_addr(), "/ready").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("--redis-password"), "{body}");
+        let (_, metrics) = get_text(&c.nodes[m].api_addr(), "/metrics").await;
+        assert!(
+            metrics.contains("redis_orchestrator_redis_unauthorized 1"),
+            "{metrics}"
+        );
+        let log = c.nodes[m].log();
+        assert_eq!(
+            log.matches("local redis refuses this agent's credentials")
+                .count(),
+            1,
+            "one log line says what is wrong"
+        );
+    });
+}
+
+#[test]
+fn secret_mismatch_on_the_master_agent_moves_writes_within_down_after() {
+    run_serial(async {
+        let mut c = password_cluster();
+        c.start_all();
+        let m = c.wait_stable_master(SETTLE).await;
+        let other = c
+            .nodes
+            .iter()
+            .position(|n| !n.is_witness() && n.name != c.nodes[m].name)
+            .expect("a second data node");
+
+        c.kill_agent(m);
+        c.nodes[m].secret = "half-rotated-secret".to_string();
+        c.start_agent(m);
+        let start = Instant::now();
+        let deadline = DOWN_AFTER + Duration::from_secs(5);
+        let moved_after = loop {
+            let w = writable(&c, "probe");
+            assert!(w.len() <= 1, "two writable masters: {w:?}");
+            if w == [c.nodes[other].name.clone()] {
+                break start.elapsed();
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "writes not accepted on {} within {deadline:?} (writable: {w:?})",
+                c.nodes[other].name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        println!(
+            "writes accepted on {} {} ms after the master's agent restarted with another secret",
+            c.nodes[other].name,
+            moved_after.as_millis()
+        );
+        // And it stays that way: the old master stays fenced.
+        for _ in 0..20 {
+            let w = writable(&c, "probe");
+            assert_eq!(w, vec![c.nodes[other].name.clone()]);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+/// The Raft leader's index, by its own `/state`.
+async fn leader(c: &Cluster) -> usize {
+    let states = c
+        .wait_until("a raft leader", SETTLE, |s| {
+            s.iter().flatten().any(|v| v.raft_state == "Leader")
+        })
+        .await;
+    states
+        .iter()
+        .position(|s| s.as_ref().is_some_and(|v| v.raft_state == "Leader"))
+        .expect("checked")
+}
+
+fn signed() -> SignedClient {
+    SignedClient::new(Some(SECRET.as_bytes()), Some(Duration::from_secs(2))).expect("client")
+}
+
+#[test]
+fn a_signed_vote_with_the_largest_term_is_refused_and_the_cluster_keeps_working() {
+    run_serial(async {
+        let mut c = Cluster::new();
+        c.start_all();
+        let m = c.wait_stable_master(SETTLE).await;
+        let l = leader(&c).await;
+        let term = c.state(l).await.expect("state").raft_term;
+        let vote = openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(u64::MAX, 77), None);
+        let body = serde_json::to_vec(&vote).expect("encode");
+        let resp = signed()
+            .send(
+                reqwest::Method::POST,
+                &c.nodes[l].raft_addr(),
+                "/raft/vote",
+                Some(body),
+                None,
+            )
+            .await
+            .expect("an answer");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("out of range"), "{text}");
+
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for n in &c.nodes {
+            let (status, body) = get_text(&n.api_addr(), "/health").await;
+            assert_eq!(status, 200, "{}: {body}", n.name);
+        }
+        let after = c.state(l).await.expect("state");
+        assert_eq!(after.raft_state, "Leader", "the leader kept leading");
+        assert!(after.raft_term < 1 << 48, "term {}", after.raft_term);
+        assert!(after.raft_term >= term);
+
+        // The cluster still decides: a planned switchover to the other data node completes.
+        let to = c
+            .nodes
+            .iter()
+            .find(|n| !n.is_witness() && n.name != c.nodes[m].name)
+            .map(|n| n.name.clone())
+            .expect("a second data node");
+        let _: serde_json::Value = c
+            .api
+            .post(
+                &c.nodes[l].api_addr(),
+                "/switchover",
+                &serde_json::json!({ "to": to }),
+            )
+            .await
+            .expect("switchover accepted");
+        let m2 = c.wait_stable_master(SETTLE).await;
+        assert_eq!(c.nodes[m2].name, to);
+    });
+}
+
+async fn peers(c: &Cluster, i: usize) -> Vec<PeerView> {
+    c.api
+        .get(&c.nodes[i].api_addr(), "/raft/peers")
+        .await
+        .expect("peers")
+}
+
+#[test]
+fn a_removed_member_stays_removed() {
+    run_serial(async {
+        let mut c = Cluster::new();
+        c.start_all();
+        let m = c.wait_stable_master(SETTLE).await;
+        let l = leader(&c).await;
+        let gone = c
+            .nodes
+            .iter()
+            .position(|n| !n.is_witness() && n.name != c.nodes[m].name)
+            .expect("the replica");
+        let name = c.nodes[gone].name.clone();
+        let _: serde_json::Value = c
+            .api
+            .post(
+                &c.nodes[l].api_addr(),
+                "/raft/remove",
+                &serde_json::json!({ "name": name }),
+            )
+            .await
+            .expect("remove accepted");
+        // Its agent keeps running and reporting; none of that may bring it back.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let l = leader(&c).await;
+        let state = c.state(l).await.expect("state");
+        assert!(
+            state.members.iter().all(|mv| mv.name != name),
+            "{name} registered again: {:?}",
+            state.members
+        );
+        let peers = peers(&c, l).await;
+        assert!(
+            peers.iter().all(|p| p.address != c.nodes[gone].raft_addr()),
+            "{peers:?}"
+        );
+    });
+}
+
+#[test]
+fn add_voter_with_a_nonsense_address_is_refused() {
+    run_serial(async {
+        let mut c = Cluster::new();
+        c.start_all();
+        c.wait_stable_master(SETTLE).await;
+        let l = leader(&c).await;
+        for address in ["nonsense", "127.0.0.1:1"] {
+            let resp = c
+                .api
+                .send(
+                    reqwest::Method::POST,
+                    &c.nodes[l].api_addr(),
+                    "/raft/add-voter",
+                    Some(&serde_json::json!({ "address": address })),
+                )
+                .await
+                .expect("an answer");
+            let status = resp.status();
+            assert!(!status.is_success(), "{address}: {status}");
+        }
+        let peers = peers(&c, l).await;
+        assert_eq!(
+            peers.iter().filter(|p| p.voter).count(),
+            3,
+            "no fourth voter: {peers:?}"
+        );
+    });
+}
+
+#[test]
+fn a_forged_report_for_a_non_member_is_refused_and_makes_no_ghost_master() {
+    run_serial(async {
+        let mut c = Cluster::new();
+        c.start_all();
+        c.wait_stable_master(SETTLE).await;
+        let l = leader(&c).await;
+        let before = c.state(l).await.expect("state");
+        let ghost = RedisServer::start();
+        let report = NodeReport {
+            node: 4242,
+            member: Member {
+                name: "ghost".into(),
+                site: "nowhere".into(),
+                kind: MemberKind::Data,
+                redis_addr: Some(ghost.addr()),
+                api_addr: "127.0.0.1:1".into(),
+                raft_addr: "127.0.0.1:2".into(),
+                priority: 1000,
+                no_promote: false,
+                sentinel_addr: None,
+            },
+            redis: Some(RedisHealth::Up(RedisStatus {
+                run_id: "ghost-run".into(),
+                role: RedisRole::Master,
+                master_addr: None,
+                master_link_up: false,
+                repl_offset: u64::MAX / 4,
+                keys: 0,
+            })),
+            fenced: false,
+            handover_paused: false,
+            master_accepts_writes: None,
+        };
+        let body = serde_json::to_vec(&report).expect("encode");
+        for _ in 0..2 {
+            let resp = signed()
+                .send(
+                    reqwest::Method::POST,
+                    &c.nodes[l].raft_addr(),
+                    "/report",
+                    Some(body.clone()),
+                    None,
+                )
+                .await
+                .expect("an answer");
+            assert!(!resp.status().is_success(), "{}", resp.status());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = c.state(l).await.expect("state");
+        assert!(after.members.iter().all(|mv| mv.name != "ghost"));
+        assert_eq!(
+            (after.epoch, after.master.clone()),
+            (before.epoch, before.master.clone())
+        );
+        c.wait_stable_master(SETTLE).await;
+    });
+}
