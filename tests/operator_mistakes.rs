@@ -374,3 +374,184 @@ fn a_forged_report_for_a_non_member_is_refused_and_makes_no_ghost_master() {
         c.wait_stable_master(SETTLE).await;
     });
 }
+
+/// A small tmpfs mounted on a directory for one test, lazily unmounted when dropped.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// `None` (with the reason printed) where this process may not mount; fails under CI.
+    fn mount(dir: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status();
+        match status {
+            Ok(s) if s.success() => Some(SmallDisk {
+                dir: dir.to_path_buf(),
+            }),
+            other => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "cannot mount a tmpfs (needs root): {other:?}"
+                );
+                println!("skipped: cannot mount a tmpfs here (needs root): {other:?}");
+                None
+            }
+        }
+    }
+
+    /// Write zeros until the file system refuses more.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.dir.join("filler")).expect("filler");
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let small = [0u8; 512];
+        while file.write_all(&small).is_ok() {}
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// `SENTINEL get-master-addr-by-name mymaster` on the Sentinel endpoint at `port`.
+fn sentinel_master(port: u16) -> Option<Vec<String>> {
+    let info = redis::ConnectionAddr::Tcp("127.0.0.1".to_string(), port)
+        .into_connection_info()
+        .ok()?;
+    let mut conn = redis::Client::open(info)
+        .ok()?
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .ok()?;
+    common::command(&["SENTINEL", "get-master-addr-by-name", "mymaster"])
+        .query::<Option<Vec<String>>>(&mut conn)
+        .ok()?
+}
+
+#[test]
+fn a_full_raft_disk_fails_health_and_ready_and_the_sentinel_view_goes_stale() {
+    run_serial(async {
+        let mut c = Cluster::new();
+        let w = c.index_of("site-c");
+        let Some(disk) = SmallDisk::mount(c.nodes[w].data_dir(), "3M") else {
+            return;
+        };
+        let sentinel_port = common::free_port();
+        c.nodes[w]
+            .extra_args
+            .push(format!("--sentinel-bind=127.0.0.1:{sentinel_port}"));
+        c.start_all();
+        let mut m = c.wait_stable_master(SETTLE).await;
+        let mut served = None;
+        common::eventually("the witness's Sentinel names the master", SETTLE, || {
+            served = sentinel_master(sentinel_port);
+            let ok = served.is_some();
+            async move { ok }
+        })
+        .await;
+        let (status, _) = get_text(&c.nodes[w].api_addr(), "/ready").await;
+        assert_eq!(status, 200);
+
+        disk.fill();
+        // Every committed entry is appended to the witness's log too: switch over until
+        // its store fails to grow.
+        let started = Instant::now();
+        let mut switchovers = 0;
+        let stopped_after = loop {
+            let (health, body) = get_text(&c.nodes[w].api_addr(), "/health").await;
+            if health == 503 {
+                assert!(body.contains("raft core"), "{body}");
+                break started.elapsed();
+            }
+            assert!(
+                switchovers < 10,
+                "the witness still healthy after {switchovers} switchovers on a full disk"
+            );
+            let to = if c.nodes[m].name == "site-a" {
+                "site-b"
+            } else {
+                "site-a"
+            };
+            switch_over(&c, to).await;
+            switchovers += 1;
+            m = data_nodes_agree_on(&c, to).await;
+        };
+        println!(
+            "witness /health failed {} ms after its disk filled ({switchovers} switchovers)",
+            stopped_after.as_millis()
+        );
+        let (status, body) = get_text(&c.nodes[w].api_addr(), "/ready").await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(
+            sentinel_master(sentinel_port),
+            None,
+            "a stopped core's Sentinel view is stale: no master named"
+        );
+        let state = c.state(w).await.expect("the agent still answers");
+        assert_eq!(state.raft_state, "Shutdown");
+        assert!(
+            c.nodes[w].log().contains("No space left"),
+            "the log says why"
+        );
+
+        // The two data agents keep a quorum: the cluster still switches over.
+        let back = if c.nodes[m].name == "site-a" {
+            "site-b"
+        } else {
+            "site-a"
+        };
+        switch_over(&c, back).await;
+        data_nodes_agree_on(&c, back).await;
+    });
+}
+
+/// Ask a data agent for a switchover to `to` until one is accepted (right after a
+/// master change the new replica must report its link first).
+async fn switch_over(c: &Cluster, to: &str) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let mut last = String::new();
+        for n in c.nodes.iter().filter(|n| !n.is_witness()) {
+            let answer: Result<serde_json::Value, _> = c
+                .api
+                .post(
+                    &n.api_addr(),
+                    "/switchover",
+                    &serde_json::json!({ "to": to }),
+                )
+                .await;
+            match answer {
+                Ok(_) => return,
+                Err(e) => last = e.to_string(),
+            }
+        }
+        assert!(Instant::now() < deadline, "no switchover to {to}: {last}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Wait until both data agents name `name` master and only its Redis is master; its index.
+async fn data_nodes_agree_on(c: &Cluster, name: &str) -> usize {
+    let states = c
+        .wait_until(&format!("both data agents on master {name}"), SETTLE, |s| {
+            let data: Vec<_> = s.iter().flatten().filter(|v| !v.is_witness).collect();
+            data.len() == 2
+                && data.iter().all(|v| v.master.as_deref() == Some(name))
+                && data.iter().filter(|v| v.is_master).count() == 1
+                && data.iter().any(|v| v.is_master && v.name == name)
+        })
+        .await;
+    states
+        .iter()
+        .position(|v| v.as_ref().is_some_and(|v| v.is_master))
+        .expect("checked")
+}

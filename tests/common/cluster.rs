@@ -62,6 +62,11 @@ impl Node {
         self.redis.as_mut().expect("data node has a redis")
     }
 
+    /// Its `--raft-data-dir` (created by the agent if missing).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
