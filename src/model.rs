@@ -344,6 +344,9 @@ pub struct RedisStatus {
     pub repl_offset: u64,
     /// Keys in all databases (keyspace section).
     pub keys: u64,
+    /// For a master: replicas in `state=online` (`slaveN:` lines).
+    #[serde(default)]
+    pub online_replicas: u32,
 }
 
 /// Why the local Redis could not be probed.

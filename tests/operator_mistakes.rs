@@ -345,6 +345,7 @@ fn a_forged_report_for_a_non_member_is_refused_and_makes_no_ghost_master() {
                 master_link_up: false,
                 repl_offset: u64::MAX / 4,
                 keys: 0,
+                online_replicas: 0,
             })),
             fenced: false,
             handover_paused: false,
@@ -554,4 +555,98 @@ async fn data_nodes_agree_on(c: &Cluster, name: &str) -> usize {
         .iter()
         .position(|v| v.as_ref().is_some_and(|v| v.is_master))
         .expect("checked")
+}
+
+/// Writers hammering one Redis; every acknowledged write is recorded with its time.
+struct Hammer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Vec<Instant>>>,
+}
+
+impl Hammer {
+    fn start(port: u16, writers: usize) -> Hammer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..writers)
+            .map(|w| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    let mut conn = None;
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if conn.is_none() {
+                            conn = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                                .and_then(|c| c.get_connection_with_timeout(WRITE_WAIT))
+                                .ok();
+                            if conn.is_none() {
+                                std::thread::sleep(Duration::from_millis(20));
+                                continue;
+                            }
+                        }
+                        let Some(c) = conn.as_mut() else { continue };
+                        n += 1;
+                        let result =
+                            common::command(&["SET", &format!("w{w}:{n}"), "v"]).query::<()>(c);
+                        match result {
+                            Ok(()) => acked.push(Instant::now()),
+                            Err(_) => conn = None,
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        Hammer { stop, threads }
+    }
+
+    fn acks(self) -> Vec<Instant> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap_or_default())
+            .collect()
+    }
+}
+
+#[test]
+fn a_redis_resumed_after_a_failover_acknowledges_no_write() {
+    run_serial(async {
+        let mut c = Cluster::new();
+        c.start_all();
+        let m = c.wait_stable_master(SETTLE).await;
+        let r = c
+            .nodes
+            .iter()
+            .position(|n| !n.is_witness() && n.name != c.nodes[m].name)
+            .expect("the replica");
+        // The agent sets min-replicas-to-write on its master once it sees the replica online.
+        common::eventually("min-replicas-to-write 1 on the master", SETTLE, || {
+            let set = c.nodes[m]
+                .redis()
+                .query::<Vec<String>>(&["CONFIG", "GET", "min-replicas-to-write"])
+                .is_ok_and(|v| v.get(1).is_some_and(|n| n == "1"));
+            async move { set }
+        })
+        .await;
+        let hammer = Hammer::start(c.nodes[m].redis().port(), 4);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.nodes[m].redis().stop();
+        let name = c.nodes[r].name.clone();
+        c.wait_until("the replica promoted", SETTLE, |s| {
+            s[r].as_ref().is_some_and(|v| v.is_master && v.name == name)
+        })
+        .await;
+        let committed = Instant::now();
+        c.nodes[m].redis().cont();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let acks = hammer.acks();
+        let before = acks.iter().filter(|t| **t < committed).count();
+        let after = acks.iter().filter(|t| **t >= committed).count();
+        println!(
+            "{before} writes acknowledged by the old master before the failover, {after} after it resumed"
+        );
+        assert!(before > 0, "the writers were writing");
+        assert_eq!(after, 0, "the resumed old master acknowledged writes");
+        c.wait_stable_master(SETTLE).await;
+    });
 }

@@ -16,7 +16,7 @@ use super::feeds::KubeFeed;
 use super::{Clock, lock, millis};
 use crate::client::SignedClient;
 use crate::decide::lease::{fence_pause, losing_writes, renewed_contact};
-use crate::decide::local::{LocalAction, LocalView, plan_local};
+use crate::decide::local::{LocalAction, LocalView, min_replicas_to_write, plan_local};
 use crate::kube::{RoleFacts, desired_role_label};
 use crate::metrics::{Metrics, PeerLabel};
 use crate::model::{
@@ -68,6 +68,8 @@ pub struct LocalState {
     pub cluster_health: Option<(Millis, BTreeMap<NodeId, MemberHealth>)>,
     /// What the last write probe of the committed master found (replicas only).
     pub master_accepts_writes: Option<bool>,
+    /// `min-replicas-to-write` last set, and on which Redis process (run_id).
+    pub min_replicas_set: Option<(String, u32)>,
 }
 
 impl Default for LocalState {
@@ -89,6 +91,7 @@ impl Default for LocalState {
             tuned_run_id: None,
             cluster_health: None,
             master_accepts_writes: None,
+            min_replicas_set: None,
         }
     }
 }
@@ -207,6 +210,7 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
             self.report(&state).await;
         }
         self.reconcile(&state).await;
+        self.keep_min_replicas(&state).await;
         if let Some(kube) = &mut self.kube {
             kube.sync_master_endpoints(&state).await;
         }
@@ -330,6 +334,46 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                 .is_some_and(|a| crate::addr::same_redis_addr(a, addr));
         let parsed = crate::addr::RedisAddr::parse(addr)?;
         following.then_some((parsed.host, parsed.port))
+    }
+
+    /// Keep `min-replicas-to-write` on the local master as [`min_replicas_to_write`] says.
+    /// The max lag stays below `--down-after`, the least time between a Redis stopping and
+    /// a failover, so a Redis that resumes after one finds its replica too old to count.
+    async fn keep_min_replicas(&self, state: &ClusterState) {
+        let Some(redis) = &self.redis else { return };
+        let now = self.clock.now();
+        let (want, run_id, current) = {
+            let local = lock(&self.local);
+            let view = LocalView {
+                self_id: self.config.me,
+                state,
+                redis: &local.health,
+                contact_age: local.contact_at.map(|c| now.since(c)),
+                fenced: local.fenced,
+                lease: millis(self.config.lease),
+            };
+            let Some(want) = min_replicas_to_write(&view) else {
+                return;
+            };
+            let run_id = local.health.status().map(|s| s.run_id.clone());
+            (want, run_id, local.min_replicas_set.clone())
+        };
+        let Some(run_id) = run_id else { return };
+        if current.as_ref() == Some(&(run_id.clone(), want)) {
+            return;
+        }
+        let max_lag = Duration::from_secs((self.config.down_after.as_secs() / 2).max(2));
+        match redis.set_min_replicas(want, max_lag).await {
+            Ok(()) => {
+                debug!(
+                    min_replicas_to_write = want,
+                    max_lag_s = max_lag.as_secs(),
+                    "set min-replicas-to-write on the local master"
+                );
+                lock(&self.local).min_replicas_set = Some((run_id, want));
+            }
+            Err(e) => warn!(error = %e, "cannot set min-replicas-to-write on the local redis"),
+        }
     }
 
     fn build_report(&self, state: &ClusterState) -> NodeReport {

@@ -70,6 +70,7 @@ fn up_master(run_id: &str, offset: u64, keys: u64) -> RedisHealth {
         master_link_up: false,
         repl_offset: offset,
         keys,
+        online_replicas: 0,
     })
 }
 
@@ -82,6 +83,7 @@ fn up_replica_of(master_addr: &str, link: bool, offset: u64) -> RedisHealth {
         master_link_up: link,
         repl_offset: offset,
         keys: u64::from(offset > 0),
+        online_replicas: 0,
     })
 }
 

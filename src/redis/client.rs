@@ -313,6 +313,16 @@ impl RedisNode for RedisClient {
         }
     }
 
+    async fn set_min_replicas(&self, count: u32, max_lag: Duration) -> Result<(), RedisError> {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("SET")
+            .arg("min-replicas-to-write")
+            .arg(count)
+            .arg("min-replicas-max-lag")
+            .arg(max_lag.as_secs().max(1));
+        self.run("CONFIG SET min-replicas-to-write", &cmd).await
+    }
+
     async fn tune_replication(
         &self,
         ping_period: Duration,
@@ -392,6 +402,7 @@ pub fn parse_info(text: &str) -> Result<RedisStatus, String> {
     let mut link_up = false;
     let mut offset = None;
     let mut keys: u64 = 0;
+    let mut online_replicas: u32 = 0;
     for line in text.lines() {
         let Some((key, value)) = line.split_once(':') else {
             continue;
@@ -419,6 +430,12 @@ pub fn parse_info(text: &str) -> Result<RedisStatus, String> {
                         .parse::<u64>()
                         .map_err(|_| format!("bad master_repl_offset {value:?}"))?,
                 );
+            }
+            replica
+                if is_replica_key(replica)
+                    && value.split(',').any(|field| field == "state=online") =>
+            {
+                online_replicas = online_replicas.saturating_add(1);
             }
             db if is_db_key(db) => {
                 let count = value
@@ -454,7 +471,14 @@ pub fn parse_info(text: &str) -> Result<RedisStatus, String> {
         master_link_up: role == RedisRole::Replica && link_up,
         repl_offset,
         keys,
+        online_replicas,
     })
+}
+
+/// `slave0`, `slave1`, ...: one replica of a master.
+fn is_replica_key(key: &str) -> bool {
+    key.strip_prefix("slave")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `db0`, `db15`, ...: a keyspace line.
@@ -556,6 +580,7 @@ mod tests {
                 master_link_up: false,
                 repl_offset: 1234,
                 keys: 7,
+                online_replicas: 1,
             }
         );
     }
@@ -585,6 +610,7 @@ mod tests {
                 master_link_up: true,
                 repl_offset: 14,
                 keys: 1,
+                online_replicas: 0,
             }
         );
     }

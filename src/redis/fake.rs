@@ -25,6 +25,9 @@ pub struct FakeState {
     /// What a write probe of the master this one replicates from finds (not recorded in
     /// `commands`: it goes to another Redis).
     pub master_writable: bool,
+    /// `min-replicas-to-write` as last set (not recorded in `commands`: a setting the
+    /// agent keeps in line every cycle, not a role change).
+    pub min_replicas: u32,
 }
 
 /// Cheap to clone; clones share one state.
@@ -46,6 +49,7 @@ impl FakeRedis {
                 failing: None,
                 commands: Vec::new(),
                 master_writable: true,
+                min_replicas: 0,
             })),
         }
     }
@@ -106,6 +110,7 @@ impl RedisNode for FakeRedis {
             master_link_up: s.role == RedisRole::Replica && s.link_up,
             repl_offset: s.offset,
             keys: 0,
+            online_replicas: 0,
         })
     }
 
@@ -154,6 +159,15 @@ impl RedisNode for FakeRedis {
         _timeout: Duration,
     ) -> Result<bool, RedisError> {
         Ok(self.lock().master_writable)
+    }
+
+    async fn set_min_replicas(&self, count: u32, _max_lag: Duration) -> Result<(), RedisError> {
+        let mut s = self.lock();
+        if let Some(e) = &s.failing {
+            return Err(e.clone());
+        }
+        s.min_replicas = count;
+        Ok(())
     }
 
     async fn tune_replication(

@@ -68,6 +68,12 @@ pub trait RedisNode: Send + Sync + 'static {
         port: u16,
         timeout: Duration,
     ) -> impl Future<Output = Result<bool, RedisError>> + Send;
+    /// `CONFIG SET min-replicas-to-write <count> min-replicas-max-lag <s>` (whole seconds).
+    fn set_min_replicas(
+        &self,
+        count: u32,
+        max_lag: Duration,
+    ) -> impl Future<Output = Result<(), RedisError>> + Send;
     /// `CONFIG SET repl-ping-replica-period <s> repl-timeout <s>` (whole seconds).
     fn tune_replication(
         &self,

@@ -631,6 +631,7 @@ mod tests {
             master_link_up: true,
             repl_offset: 42,
             keys: 0,
+            online_replicas: 0,
         };
         let report = |node, redis| ReceivedReport {
             report: NodeReport {
