@@ -650,3 +650,92 @@ fn a_redis_resumed_after_a_failover_acknowledges_no_write() {
         c.wait_stable_master(SETTLE).await;
     });
 }
+
+/// Every (term, leader name) seen while sampling every agent's `/state`.
+async fn sample_leaders(
+    c: &Cluster,
+    for_how_long: Duration,
+    seen: &mut std::collections::BTreeMap<u64, std::collections::BTreeSet<String>>,
+) {
+    let until = Instant::now() + for_how_long;
+    while Instant::now() < until {
+        for v in c.states().await.into_iter().flatten() {
+            if v.raft_state == "Leader" {
+                seen.entry(v.raft_term).or_default().insert(v.name.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+#[test]
+fn a_wiped_raft_store_neither_bootstraps_nor_votes_twice() {
+    run_serial(async {
+        let mut c = Cluster::new();
+        c.start_all();
+        let m = c.wait_stable_master(SETTLE).await;
+        let to = c
+            .nodes
+            .iter()
+            .find(|n| !n.is_witness() && n.name != c.nodes[m].name)
+            .map(|n| n.name.clone())
+            .expect("a second data node");
+        switch_over(&c, &to).await;
+        let m = c.wait_stable_master(SETTLE).await;
+        let before = c.state(m).await.expect("state");
+        assert_eq!(before.epoch, 2);
+
+        let mut leaders = std::collections::BTreeMap::new();
+        let w = c.index_of("site-c");
+        c.kill_agent(w);
+        std::fs::remove_dir_all(c.nodes[w].data_dir()).expect("wipe the witness's raft store");
+        c.start_agent(w);
+        sample_leaders(&c, Duration::from_secs(3), &mut leaders).await;
+        let name = c.nodes[w].name.clone();
+        c.wait_until("the wiped witness caught up", SETTLE, |s| {
+            s[w].as_ref()
+                .is_some_and(|v| v.epoch == before.epoch && v.master == before.master)
+        })
+        .await;
+        common::eventually("the wiped node says what happened", SETTLE, || {
+            let said = c.nodes[w].log().contains("lost its store");
+            async move { said }
+        })
+        .await;
+        let log = c.nodes[w].log();
+        assert_eq!(
+            log.matches("initialized a new cluster").count(),
+            1,
+            "only the first start bootstraps"
+        );
+
+        // Elections with the wiped node voting: kill the leader twice over.
+        for _ in 0..2 {
+            let l = leader(&c).await;
+            c.kill_agent(l);
+            sample_leaders(&c, Duration::from_secs(2), &mut leaders).await;
+            c.start_agent(l);
+            sample_leaders(&c, Duration::from_secs(1), &mut leaders).await;
+        }
+        for (term, names) in &leaders {
+            assert_eq!(names.len(), 1, "two leaders in term {term}: {names:?}");
+        }
+        println!("leaders by term: {leaders:?}");
+        let m = c.wait_stable_master(SETTLE).await;
+        let after = c.state(m).await.expect("state");
+        assert!(
+            after.epoch >= before.epoch,
+            "no committed master change lost"
+        );
+        let history: Vec<redis_orchestrator::wire::HistoryEntry> = c
+            .api
+            .get(&c.nodes[w].api_addr(), "/history")
+            .await
+            .expect("history of the wiped node");
+        assert!(
+            history.len() >= 2,
+            "the wiped node has the whole history again: {history:?}"
+        );
+        assert!(c.state(w).await.is_some_and(|v| v.name == name));
+    });
+}
