@@ -610,7 +610,7 @@ impl Hammer {
 
 /// A Redis stopped (SIGSTOP) while a failover is committed, then resumed, refuses writes
 /// as soon as it has recounted its replicas (`min-replicas-to-write`): it still takes the
-/// writes it handles first (measured 0 to 6 with 4 writers; the target of 0 is not
+/// writes it handles first (measured 0 to 7 with 4 writers; the target of 0 is not
 /// met yet), where without the setting it took every write until its agent demoted it.
 #[test]
 fn a_redis_resumed_after_a_failover_acknowledges_only_its_first_few_writes() {
