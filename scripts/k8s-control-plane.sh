@@ -4,7 +4,8 @@
 # test plays the kubelet's part by patching pod status itself.
 #
 #   scripts/k8s-control-plane.sh up DIR     start one; writes DIR/kubeconfig, DIR/bin/kubectl,
-#                                          DIR/pids, DIR/logs/; prints the API server URL
+#                                          DIR/pids, DIR/logs/ (audit.log: every API
+#                                          request); prints the API server URL
 #   scripts/k8s-control-plane.sh down DIR   stop the one started in DIR
 #   scripts/k8s-control-plane.sh build      only build (or find) the cached binaries
 #
@@ -342,9 +343,14 @@ start_all() {
     return 1
   fi
 
+  # Every request's user, verb, object and response code, for tests that check what a
+  # client called (DIR/logs/audit.log, one JSON event per line).
+  printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: ["RequestReceived"]\nrules:\n- level: Metadata\n' \
+    >"$pki/audit-policy.yaml"
   # The "kubernetes" Service's endpoint reconciler is off: it would publish 127.0.0.1, which
   # Endpoints validation refuses.
   start "$dir" kube-apiserver "$K8S_DIR/bin/kube-apiserver" \
+    --audit-policy-file "$pki/audit-policy.yaml" --audit-log-path "$dir/logs/audit.log" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
     --tls-cert-file "$pki/serving.crt" --tls-private-key-file "$pki/serving.key" \

@@ -32,6 +32,8 @@ pub struct ClientArgs {
     pub shared_secret: String,
     #[arg(long, value_enum, default_value = "table")]
     pub output: Output,
+    #[command(flatten)]
+    pub tls: crate::config::TlsArgs,
     /// Give up on an agent after this long.
     #[arg(long, value_parser = crate::duration::parse, default_value = "5s")]
     pub timeout: Duration,
@@ -103,7 +105,9 @@ struct ClusterStatus {
 
 fn client(args: &ClientArgs) -> Result<ApiClient, String> {
     let secret = (!args.shared_secret.is_empty()).then_some(args.shared_secret.as_bytes());
-    ApiClient::new(secret, args.timeout).map_err(|e| format!("cannot build the HTTP client: {e}"))
+    let tls = args.tls.files().map_err(|e| e.to_string())?;
+    ApiClient::with_tls(secret, args.timeout, tls.as_ref())
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
 /// Write to stdout; a closed pipe (`| head`) is not an error worth a panic.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::auth;
+use crate::tls::{Reloading, TlsError, TlsFiles};
 use crate::wire::StateView;
 
 /// How long a connection attempt to a peer may take.
@@ -38,12 +39,50 @@ pub enum SendError {
         status: u16,
         body: String,
     },
+    /// The answer is not signed with the shared secret: whatever answered is not one of
+    /// our agents, so its answer is not used.
+    #[error(
+        "{addr} answered without a valid reply signature ({reason}): not an agent that knows the shared secret"
+    )]
+    BadReply {
+        addr: String,
+        reason: auth::AuthError,
+    },
+}
+
+/// An answer whose signature (when a secret is set) was verified.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Plain HTTP, or HTTPS with a client rebuilt when the certificate files change.
+#[derive(Clone)]
+enum Transport {
+    Plain(reqwest::Client),
+    Tls(Arc<Reloading<reqwest::Client>>),
+}
+
+/// Idle pooled connections are dropped before the agents' header timeout closes them, so a
+/// request never races a server closing its connection.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn builder(timeout: Option<Duration>) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT);
+    match timeout {
+        Some(t) => builder.timeout(t),
+        None => builder,
+    }
 }
 
 /// Signs and sends requests; clones share the connection pool and the rejection log.
 #[derive(Clone)]
 pub struct SignedClient {
-    http: reqwest::Client,
+    transport: Transport,
     secret: Option<Arc<[u8]>>,
     /// Addresses whose last answer was 401; the warning is logged when one is added.
     rejected_by: Arc<Mutex<HashSet<String>>>,
@@ -53,20 +92,48 @@ impl SignedClient {
     /// `timeout` bounds every request unless the call sets its own. Needs a process-wide
     /// rustls crypto provider installed first (reqwest is built without one).
     pub fn new(secret: Option<&[u8]>, timeout: Option<Duration>) -> Result<Self, reqwest::Error> {
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(CONNECT_TIMEOUT);
-        if let Some(t) = timeout {
-            builder = builder.timeout(t);
-        }
         Ok(SignedClient {
-            http: builder.build()?,
+            transport: Transport::Plain(builder(timeout).build()?),
             secret: secret.map(Arc::from),
             rejected_by: Arc::default(),
         })
     }
 
-    /// Send `method path` to `addr`, signed, and return the response whatever its status.
+    /// Like [`new`](Self::new), over HTTPS when `tls` is given: agents are verified
+    /// against its CA, and present its certificate when it asks for client auth.
+    pub fn with_tls(
+        secret: Option<&[u8]>,
+        timeout: Option<Duration>,
+        tls: Option<&TlsFiles>,
+    ) -> Result<Self, String> {
+        let Some(files) = tls else {
+            return Self::new(secret, timeout).map_err(|e| e.to_string());
+        };
+        let reloading = Reloading::new(files.clone(), move |f| {
+            let config = f.client_config()?;
+            builder(timeout)
+                .https_only(true)
+                .tls_backend_preconfigured(config)
+                .build()
+                .map_err(|e| TlsError(format!("cannot build the HTTPS client: {e}")))
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(SignedClient {
+            transport: Transport::Tls(Arc::new(reloading)),
+            secret: secret.map(Arc::from),
+            rejected_by: Arc::default(),
+        })
+    }
+
+    fn transport(&self) -> (reqwest::Client, &'static str) {
+        match &self.transport {
+            Transport::Plain(c) => (c.clone(), "http"),
+            Transport::Tls(r) => (r.current(), "https"),
+        }
+    }
+
+    /// Send `method path` to `addr`, signed for `addr`, and return the answer whatever
+    /// its status. With a secret, any answer but a 401 must carry a valid reply signature.
     pub async fn send(
         &self,
         method: reqwest::Method,
@@ -74,17 +141,20 @@ impl SignedClient {
         path: &str,
         body: Option<Vec<u8>>,
         timeout: Option<Duration>,
-    ) -> Result<reqwest::Response, SendError> {
+    ) -> Result<Reply, SendError> {
         let bytes = body.as_deref().unwrap_or_default();
-        let mut req = self
-            .http
-            .request(method.clone(), format!("http://{addr}{path}"));
+        let (http, scheme) = self.transport();
+        // The signed authority is sent as-is (reqwest would drop a default port).
+        let mut req = http
+            .request(method.clone(), format!("{scheme}://{addr}{path}"))
+            .header(reqwest::header::HOST, addr);
+        let mut nonce = None;
         if let Some(secret) = &self.secret {
-            for (name, value) in
-                auth::sign(secret, method.as_str(), path, bytes, auth::unix_now()).pairs()
-            {
+            let signed = auth::sign(secret, method.as_str(), addr, path, bytes, auth::unix_now());
+            for (name, value) in signed.pairs() {
                 req = req.header(name, value);
             }
+            nonce = Some(signed.nonce);
         }
         if let Some(t) = timeout {
             req = req.timeout(t);
@@ -92,20 +162,36 @@ impl SignedClient {
         if let Some(body) = body {
             req = req.header("content-type", "application/json").body(body);
         }
-        let resp = req.send().await.map_err(|source| {
+        let http_error = |source: reqwest::Error| {
             let addr = addr.to_string();
             if source.is_connect() {
                 SendError::Connect { addr, source }
             } else {
                 SendError::Http { addr, source }
             }
-        })?;
-        if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+        };
+        let resp = req.send().await.map_err(http_error)?;
+        let status = resp.status().as_u16();
+        let reply_signature = resp
+            .headers()
+            .get(auth::REPLY_SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp.bytes().await.map_err(http_error)?.to_vec();
+        if status == 401 {
             self.note_rejected(addr);
-        } else {
-            self.rejected().remove(addr);
+            return Ok(Reply { status, body });
         }
-        Ok(resp)
+        self.rejected().remove(addr);
+        if let (Some(secret), Some(nonce)) = (&self.secret, &nonce) {
+            auth::verify_reply(secret, nonce, status, &body, reply_signature.as_deref()).map_err(
+                |reason| SendError::BadReply {
+                    addr: addr.to_string(),
+                    reason,
+                },
+            )?;
+        }
+        Ok(Reply { status, body })
     }
 
     /// Send, and return the body of a 2xx answer; anything else is an error.
@@ -117,25 +203,20 @@ impl SignedClient {
         body: Option<Vec<u8>>,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, SendError> {
-        let resp = self.send(method, addr, path, body, timeout).await?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED {
+        let reply = self.send(method, addr, path, body, timeout).await?;
+        if reply.status == 401 {
             return Err(SendError::Unauthorized {
                 addr: addr.to_string(),
             });
         }
-        if !status.is_success() {
+        if !(200..300).contains(&reply.status) {
             return Err(SendError::Status {
                 addr: addr.to_string(),
-                status: status.as_u16(),
-                body: resp.text().await.unwrap_or_default(),
+                status: reply.status,
+                body: String::from_utf8_lossy(&reply.body).into_owned(),
             });
         }
-        let body = resp.bytes().await.map_err(|source| SendError::Http {
-            addr: addr.to_string(),
-            source,
-        })?;
-        Ok(body.to_vec())
+        Ok(reply.body)
     }
 
     /// Addresses whose last answer was a 401, sorted.
@@ -198,18 +279,29 @@ impl ApiClient {
         })
     }
 
+    /// Over HTTPS when `tls` is given (see [`SignedClient::with_tls`]).
+    pub fn with_tls(
+        secret: Option<&[u8]>,
+        timeout: Duration,
+        tls: Option<&TlsFiles>,
+    ) -> Result<Self, String> {
+        Ok(ApiClient {
+            client: SignedClient::with_tls(secret, Some(timeout), tls)?,
+        })
+    }
+
     pub fn from_signed(client: SignedClient) -> Self {
         ApiClient { client }
     }
 
-    /// Send a signed request with an optional JSON body and return the raw response.
+    /// Send a signed request with an optional JSON body and return the answer.
     pub async fn send(
         &self,
         method: reqwest::Method,
         addr: &str,
         path: &str,
         body: Option<&serde_json::Value>,
-    ) -> Result<reqwest::Response, ApiError> {
+    ) -> Result<Reply, ApiError> {
         let bytes = body.map(|b| b.to_string().into_bytes());
         Ok(self.client.send(method, addr, path, bytes, None).await?)
     }

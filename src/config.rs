@@ -26,6 +26,15 @@ pub enum KubernetesMode {
     Off,
 }
 
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event (colours only on a terminal).
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ElectionMode {
     /// Accepted for compatibility; the agent always uses Raft consensus.
@@ -55,6 +64,9 @@ pub struct AgentArgs {
     /// Skip TLS certificate verification (unsafe; logged loudly).
     #[arg(long, value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub redis_tls_skip_verify: bool,
+    /// PEM CA that signs the local Redis's TLS certificate (with --redis-tls; default: the platform has none, so set it or --redis-tls-skip-verify).
+    #[arg(long, env = "REDIS_TLS_CA_FILE", default_value = "")]
+    pub redis_tls_ca_file: String,
     /// Accepted for compatibility; replicas follow the master's advertised address instead.
     #[arg(long, default_value = "redis")]
     pub redis_service: String,
@@ -113,6 +125,9 @@ pub struct AgentArgs {
     /// Verbose logs.
     #[arg(long, value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub debug: bool,
+    /// Log format on stderr: text or json (default: json when stderr is not a terminal, else text).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Address the HTTP API listens on.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub api_bind: String,
@@ -139,6 +154,8 @@ pub struct AgentArgs {
     /// Member name (default: POD_NAME, else the own --raft-peers entry).
     #[arg(long, env = "NODE_NAME", default_value = "")]
     pub node_name: String,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Tie-breaker between equally up-to-date candidates: higher wins.
     #[arg(long, default_value_t = 100)]
     pub priority: u32,
@@ -169,6 +186,48 @@ pub struct AgentArgs {
     /// Minimum Raft election timeout (the maximum is twice this).
     #[arg(long, value_parser = parse_duration, default_value = "500ms")]
     pub raft_election_timeout: Duration,
+}
+
+/// TLS of the agent's two ports and of every client of them (agents, CLI, demo).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// PEM certificate (chain) of this agent: with it both ports serve HTTPS only. Needs --tls-key-file and --tls-ca-file; re-read when the file changes.
+    #[arg(long, env = "TLS_CERT_FILE", default_value = "")]
+    pub tls_cert_file: String,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "TLS_KEY_FILE", default_value = "")]
+    pub tls_key_file: String,
+    /// PEM CA every agent's certificate is verified against.
+    #[arg(long, env = "TLS_CA_FILE", default_value = "")]
+    pub tls_ca_file: String,
+    /// Both ports require a client certificate signed by --tls-ca-file (mTLS); clients present --tls-cert-file.
+    #[arg(long, env = "TLS_CLIENT_AUTH", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub tls_client_auth: bool,
+}
+
+impl TlsArgs {
+    /// `None` without TLS; all three files are needed together.
+    pub fn files(&self) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+        let given = [&self.tls_cert_file, &self.tls_key_file, &self.tls_ca_file]
+            .iter()
+            .filter(|f| !f.is_empty())
+            .count();
+        match given {
+            0 if self.tls_client_auth => Err(err(
+                "--tls-client-auth needs --tls-cert-file, --tls-key-file and --tls-ca-file",
+            )),
+            0 => Ok(None),
+            3 => Ok(Some(crate::tls::TlsFiles {
+                cert: PathBuf::from(&self.tls_cert_file),
+                key: PathBuf::from(&self.tls_key_file),
+                ca: PathBuf::from(&self.tls_ca_file),
+                client_auth: self.tls_client_auth,
+            })),
+            _ => Err(err(
+                "--tls-cert-file, --tls-key-file and --tls-ca-file go together",
+            )),
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -237,6 +296,8 @@ pub struct Settings {
     /// True when `--redis-announce` was given, so a LoadBalancer address must not replace it.
     pub redis_announce_from_flag: bool,
     pub secret: Option<Vec<u8>>,
+    /// HTTPS on both ports and to every peer.
+    pub tls: Option<crate::tls::TlsFiles>,
     pub probe_interval: Duration,
     pub redis_down_after: Duration,
     pub down_after: Duration,
@@ -462,6 +523,8 @@ impl AgentArgs {
             password: (!self.redis_password.is_empty()).then(|| self.redis_password.clone()),
             tls: self.redis_tls,
             tls_skip_verify: self.redis_tls_skip_verify,
+            tls_ca_file: (!self.redis_tls_ca_file.is_empty())
+                .then(|| PathBuf::from(&self.redis_tls_ca_file)),
         });
         let redis_announce = if self.standalone {
             None
@@ -518,7 +581,9 @@ impl AgentArgs {
             ignored_flags.push("--sync-interval".to_string());
         }
 
+        let tls = self.tls.files()?;
         Ok(Settings {
+            tls,
             api_advertise: join_host_port(&me.host, api_bind.port()),
             peers,
             me,
@@ -570,6 +635,19 @@ fn is_dns_label(s: &str) -> bool {
 }
 
 impl Settings {
+    /// The `host:port` names requests to this agent are signed for: its `--raft-peers`
+    /// entry, its API address, and its bind addresses unless they are wildcards. (The
+    /// address a connection arrived on is accepted too, see `auth::Verifier`.)
+    pub fn own_authorities(&self) -> Vec<String> {
+        let mut names = vec![self.me.addr.clone(), self.api_advertise.clone()];
+        for bind in [self.raft_bind, self.api_bind] {
+            if !bind.ip().is_unspecified() {
+                names.push(join_host_port(&bind.ip().to_string(), bind.port()));
+            }
+        }
+        names
+    }
+
     /// Advertise the LoadBalancer address found by `--lb-service` for Redis replication,
     /// unless `--redis-announce` names an address explicitly. The Raft address stays the
     /// own `--raft-peers` entry: node ids are derived from it.

@@ -23,6 +23,9 @@ pub struct DemoArgs {
     /// First of the local ports used (redis, raft and API ports follow from it).
     #[arg(long, default_value_t = 17000)]
     pub base_port: u16,
+    /// The same certificate for every agent (it must name 127.0.0.1), passed on to them.
+    #[command(flatten)]
+    pub tls: crate::config::TlsArgs,
 }
 
 struct Site {
@@ -116,7 +119,13 @@ async fn spawn_redis(bin: &Path, port: u16, dir: &Path) -> std::io::Result<Child
         .spawn()
 }
 
-fn spawn_agent(site: &Site, peers: &str, secret: &str, dir: &Path) -> std::io::Result<Child> {
+fn spawn_agent(
+    site: &Site,
+    peers: &str,
+    secret: &str,
+    tls: &crate::config::TlsArgs,
+    dir: &Path,
+) -> std::io::Result<Child> {
     let exe = std::env::current_exe()?;
     std::fs::create_dir_all(dir)?;
     let log = std::fs::File::create(dir.join("agent.log"))?;
@@ -129,7 +138,13 @@ fn spawn_agent(site: &Site, peers: &str, secret: &str, dir: &Path) -> std::io::R
         .arg(format!("--site={}", site.name))
         .arg(format!("--node-name={}", site.name))
         .arg("--election-mode=raft")
+        // A person reads these files: text, not the JSON a log collector gets by default.
+        .arg("--log-format=text")
         .env("SHARED_SECRET", secret)
+        .env("TLS_CERT_FILE", &tls.tls_cert_file)
+        .env("TLS_KEY_FILE", &tls.tls_key_file)
+        .env("TLS_CA_FILE", &tls.tls_ca_file)
+        .env("TLS_CLIENT_AUTH", tls.tls_client_auth.to_string())
         .stdout(log.try_clone()?)
         .stderr(log)
         .stdin(Stdio::null())
@@ -334,7 +349,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
                 }
             }
         }
-        match spawn_agent(site, &peers, &secret, &site_dir) {
+        match spawn_agent(site, &peers, &secret, &args.tls, &site_dir) {
             Ok(mut c) => {
                 let what = format!("agent of {} (API port {})", site.name, site.api_port);
                 if let Err(e) =
@@ -351,7 +366,18 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             }
         }
     }
-    let api = match ApiClient::new(Some(secret.as_bytes()), Duration::from_millis(500)) {
+    let tls = match args.tls.files() {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let api = match ApiClient::with_tls(
+        Some(secret.as_bytes()),
+        Duration::from_millis(500),
+        tls.as_ref(),
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cannot build the HTTP client: {e}");

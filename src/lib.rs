@@ -30,4 +30,5 @@ pub mod metrics;
 pub mod model;
 pub mod redis;
 pub mod sentinel;
+pub mod tls;
 pub mod wire;

@@ -5,8 +5,14 @@ use clap::{Parser, Subcommand};
 use redis_orchestrator::agent::Agent;
 use redis_orchestrator::config::{AgentArgs, ElectionMode, Settings};
 use redis_orchestrator::kube::{ClusterApi, KubeAdapter, KubeSettings};
+use std::io::IsTerminal;
+
+use redis_orchestrator::config::LogFormat;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,17 +58,56 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(debug: bool) {
-    let default = if debug {
-        "debug,openraft=info,hyper=info,reqwest=info,h2=info"
+/// Logs go to stderr: JSON by default when stderr is not a terminal (a container's log
+/// collector), text otherwise; ANSI colours only on a terminal.
+fn init_logging(debug: bool, format: Option<LogFormat>) {
+    let terminal = std::io::stderr().is_terminal();
+    let format = format.unwrap_or(if terminal {
+        LogFormat::Text
     } else {
-        "info,openraft=error"
+        LogFormat::Json
+    });
+    // kube-client logs every failed request at ERROR, without saying which; the adapter
+    // reports each failure itself, with the operation and the whole cause, once.
+    let default = if debug {
+        "debug,openraft=info,hyper=info,reqwest=info,h2=info,kube_client::client::builder=off"
+    } else {
+        "info,openraft=error,kube_client::client::builder=off"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(filter_fn(|meta| !is_openraft_rpc_noise(meta)));
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(terminal);
+    match format {
+        LogFormat::Text => registry.with(layer.with_target(false)).init(),
+        LogFormat::Json => registry.with(layer.json().flatten_event(true)).init(),
+    }
+}
+
+/// openraft logs at ERROR every failed RPC to a peer (each heartbeat, each vote request)
+/// and a refused `initialize` (a peer's vote can arrive between our `is_initialized` check
+/// and the call). Both are normal while the other sites are not deployed yet; the Raft
+/// network logs an unreachable peer once instead (`consensus::network`), and the agent
+/// logs whether it bootstrapped. Matched by the events' fields, not their text: per-peer
+/// RPC failures carry `err` (replication) or `target` (votes, leadership checks), the
+/// refused initialize carries `last_log_id` and `vote`.
+fn is_openraft_rpc_noise(meta: &tracing::Metadata<'_>) -> bool {
+    if !meta.is_event()
+        || !meta.target().starts_with("openraft")
+        || *meta.level() > tracing::Level::WARN
+    {
+        return false;
+    }
+    let has = |name: &str| meta.fields().field(name).is_some();
+    match meta.target() {
+        "openraft::replication" => has("err"),
+        "openraft::core::raft_core" => has("target"),
+        "openraft::engine::engine_impl" => has("last_log_id") && has("vote"),
+        _ => false,
+    }
 }
 
 async fn run_agent(args: AgentArgs) -> ExitCode {
@@ -73,7 +118,23 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(settings.debug);
+    init_logging(settings.debug, args.log_format);
+    // A bad or unreadable certificate is a configuration error, like a bad flag.
+    let server_tls = match &settings.tls {
+        None => None,
+        Some(files) => {
+            let checked = files.client_config().and_then(|_| {
+                redis_orchestrator::tls::Reloading::new(files.clone(), |f| f.server_config())
+            });
+            match checked {
+                Ok(reloading) => Some(Arc::new(reloading)),
+                Err(e) => {
+                    eprintln!("redis-orchestrator: error: TLS: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     if settings.secret.is_none() {
         warn!(
             "NO SHARED SECRET: peer and API requests are NOT authenticated. Set --shared-secret or SHARED_SECRET (identical on every site)."
@@ -101,7 +162,7 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
         peers = settings.peers.len(),
         "starting agent"
     );
-    let kube = match KubeAdapter::detect(&KubeSettings::from(&settings)).await {
+    let mut kube = match KubeAdapter::detect(&KubeSettings::from(&settings)).await {
         Ok(k) => k,
         Err(e) => {
             error!("kubernetes: {e}");
@@ -109,8 +170,31 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut listeners = match Listeners::bind(&settings).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("redis-orchestrator: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(k) = &mut kube
+        && !settings.witness
+    {
+        k.watch_own_pod();
+    }
     if let (Some(k), true) = (&kube, settings.lb_service) {
-        match k.lb_advertise_host().await {
+        let waited = serve_while_waiting(listeners.api, k.lb_advertise_host()).await;
+        let (found, api) = match waited {
+            Ok(w) => w,
+            Err(e) => {
+                error!("{e}");
+                eprintln!("redis-orchestrator: error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        listeners.api = api;
+        match found {
             Ok(Some(host)) => settings.advertise_lb_host(&host),
             Ok(None) => {}
             Err(e) => {
@@ -120,18 +204,15 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
             }
         }
     }
-    let listeners = match Listeners::bind(&settings).await {
-        Ok(l) => l,
-        Err(e) => {
-            error!("{e}");
-            eprintln!("redis-orchestrator: error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let cluster_api = kube.map(|k| Arc::new(k) as Arc<dyn ClusterApi>);
     let started = async {
         let agent = Agent::open(settings, cluster_api).await?;
-        redis_orchestrator::http::spawn_servers(agent.clone(), listeners.raft, listeners.api);
+        redis_orchestrator::http::spawn_servers(
+            agent.clone(),
+            listeners.raft,
+            listeners.api,
+            server_tls,
+        );
         agent.start(listeners.sentinel).await?;
         Ok::<_, redis_orchestrator::agent::StartError>(agent)
     };
@@ -162,6 +243,36 @@ async fn wait_for_shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
+}
+
+/// While `--lb-service` waits for the LoadBalancer's address (minutes in a cloud), the API
+/// port already answers: `/health` 200 for the liveness probe, everything else (`/ready`
+/// too) 503. The agent then serves the same socket: a duplicate of it is served meanwhile,
+/// so connections queued at the hand-over are kept.
+async fn serve_while_waiting<T>(
+    api: tokio::net::TcpListener,
+    wait: impl std::future::Future<Output = T>,
+) -> Result<(T, tokio::net::TcpListener), String> {
+    const WAITING: &str = "waiting for the LoadBalancer address (--lb-service)";
+    let cannot = |e: std::io::Error| format!("cannot serve the API port while waiting: {e}");
+    let kept = api.into_std().map_err(cannot)?;
+    let interim = kept
+        .try_clone()
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(cannot)?;
+    let router = axum::Router::new()
+        .route(
+            "/health",
+            axum::routing::get(|| async { format!("ok: {WAITING}") }),
+        )
+        .fallback(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, WAITING) });
+    let server = tokio::spawn(async move { axum::serve(interim, router).await });
+    let found = wait.await;
+    server.abort();
+    // The aborted server's listener is dropped with it: only `kept` accepts from now on.
+    let _ = server.await;
+    let api = tokio::net::TcpListener::from_std(kept).map_err(cannot)?;
+    Ok((found, api))
 }
 
 /// The agent's ports, bound before anything else starts so a taken port fails at once.

@@ -395,7 +395,8 @@ fn unauthenticated_requests_get_401_and_change_nothing() {
             (c.nodes[m].raft_addr(), "/report"),
         ] {
             let url = format!("http://{target}{path}");
-            let good = redis_orchestrator::auth::sign(secret, "POST", path, body.as_bytes(), now);
+            let good =
+                redis_orchestrator::auth::sign(secret, "POST", &target, path, body.as_bytes(), now);
             let cases = vec![
                 ("unsigned", None, body.clone()),
                 (
@@ -403,6 +404,7 @@ fn unauthenticated_requests_get_401_and_change_nothing() {
                     Some(redis_orchestrator::auth::sign(
                         b"wrong",
                         "POST",
+                        &target,
                         path,
                         body.as_bytes(),
                         now,
@@ -419,6 +421,7 @@ fn unauthenticated_requests_get_401_and_change_nothing() {
                     Some(redis_orchestrator::auth::sign(
                         secret,
                         "POST",
+                        &target,
                         path,
                         body.as_bytes(),
                         now - 60,
@@ -441,7 +444,14 @@ fn unauthenticated_requests_get_401_and_change_nothing() {
             }
         }
         // Replay: the same signed GET twice.
-        let h = redis_orchestrator::auth::sign(secret, "GET", "/state", b"", now);
+        let h = redis_orchestrator::auth::sign(
+            secret,
+            "GET",
+            &c.nodes[m].api_addr(),
+            "/state",
+            b"",
+            now,
+        );
         let url = format!("http://{}/state", c.nodes[m].api_addr());
         let send = |h: redis_orchestrator::auth::SignedHeaders| {
             let mut req = http.get(&url);
@@ -458,7 +468,14 @@ fn unauthenticated_requests_get_401_and_change_nothing() {
         );
         // Malformed but signed raft message: a 400, and the agent keeps running.
         let junk = b"{not json";
-        let h = redis_orchestrator::auth::sign(secret, "POST", "/raft/append", junk, now);
+        let h = redis_orchestrator::auth::sign(
+            secret,
+            "POST",
+            &c.nodes[m].raft_addr(),
+            "/raft/append",
+            junk,
+            now,
+        );
         let mut req = http
             .post(format!("http://{}/raft/append", c.nodes[m].raft_addr()))
             .body(junk.to_vec());

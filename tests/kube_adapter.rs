@@ -9,8 +9,10 @@ use std::time::Duration;
 use http::{Request, Response};
 use kube::client::Body;
 use redis_orchestrator::config::KubernetesMode;
+use redis_orchestrator::kube::client::{build_client, check_apis};
 use redis_orchestrator::kube::{
-    ClusterApi, KubeAdapter, KubeError, KubeSettings, PodSummary, REQUIRED_PERMISSIONS, Wait,
+    ClusterApi, KubeAdapter, KubeError, KubeSettings, PodSummary, REQUIRED_PERMISSIONS, USER_AGENT,
+    Wait,
 };
 use redis_orchestrator::model::RedisRole;
 use serde_json::{Value, json};
@@ -37,6 +39,8 @@ type Responder = mock::SendResponse<Response<Body>>;
 
 enum Reply {
     Json(u16, Value),
+    /// A watch answer: one JSON event per line, then the end of the stream.
+    Events(Vec<Value>),
     /// Never answer (the responder is kept alive, so the client sees no error, only silence).
     Hang,
 }
@@ -73,6 +77,11 @@ impl Exchange {
 
     fn reply(mut self, code: u16, body: Value) -> Exchange {
         self.reply = Reply::Json(code, body);
+        self
+    }
+
+    fn reply_events(mut self, events: Vec<Value>) -> Exchange {
+        self.reply = Reply::Events(events);
         self
     }
 
@@ -113,8 +122,21 @@ fn rbac_of(method: &str, path: &str) -> (String, String, String) {
     (group.to_string(), resource.to_string(), verb.to_string())
 }
 
-fn assert_permitted(method: &str, path: &str) {
-    let (group, resource, verb) = rbac_of(method, path);
+/// Discovery documents, readable by every account (the default system:discovery role).
+fn is_discovery(path: &str) -> bool {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    matches!(parts.as_slice(), ["api", _] | ["apis", _, _])
+}
+
+fn assert_permitted(method: &str, path: &str, query: &str) {
+    if is_discovery(path) {
+        assert_eq!(method, "GET", "discovery is read-only");
+        return;
+    }
+    let (group, resource, mut verb) = rbac_of(method, path);
+    if query.split('&').any(|kv| kv == "watch=true") {
+        verb = "watch".to_string();
+    }
     let granted = REQUIRED_PERMISSIONS.iter().any(|p| {
         p.api_group == group && p.resource == resource && p.verbs.contains(&verb.as_str())
     });
@@ -144,7 +166,11 @@ fn serve(mut handle: Handle, script: Vec<Exchange>) -> JoinHandle<(Handle, Vec<R
                 (ex.method, ex.uri.as_str()),
                 "request {i}"
             );
-            assert_permitted(parts.method.as_str(), parts.uri.path());
+            assert_permitted(
+                parts.method.as_str(),
+                parts.uri.path(),
+                parts.uri.query().unwrap_or_default(),
+            );
             let content_type = parts
                 .headers
                 .get(http::header::CONTENT_TYPE)
@@ -164,6 +190,19 @@ fn serve(mut handle: Handle, script: Vec<Exchange>) -> JoinHandle<(Handle, Vec<R
                         .status(code)
                         .header(http::header::CONTENT_TYPE, JSON)
                         .body(Body::from(serde_json::to_vec(&body).expect("serialize")))
+                        .expect("response");
+                    respond.send_response(response);
+                }
+                Reply::Events(events) => {
+                    let mut lines = Vec::new();
+                    for event in events {
+                        lines.extend(serde_json::to_vec(&event).expect("serialize"));
+                        lines.push(b'\n');
+                    }
+                    let response = Response::builder()
+                        .status(200)
+                        .header(http::header::CONTENT_TYPE, JSON)
+                        .body(Body::from(lines))
                         .expect("response");
                     respond.send_response(response);
                 }
@@ -953,4 +992,304 @@ async fn list_pods_by_label_selector() {
         ]
     );
     finish(server, adapter).await;
+}
+
+// === discovery at start-up ===
+
+fn resources(group_version: &str, names: &[&str]) -> Value {
+    let items: Vec<Value> = names
+        .iter()
+        .map(|n| {
+            json!({"name": n, "singularName": "", "namespaced": true, "kind": "X", "verbs": ["get"]})
+        })
+        .collect();
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": items})
+}
+
+const CORE_DISCOVERY: &str = "/api/v1";
+const SLICE_DISCOVERY: &str = "/apis/discovery.k8s.io/v1";
+
+#[tokio::test]
+async fn discovery_names_every_missing_api() {
+    // Everything served: one look per group version.
+    let (client, handle) = mock_client();
+    let mut s = settings();
+    s.lb_service = true;
+    let server = serve(
+        handle,
+        vec![
+            Exchange::get(CORE_DISCOVERY)
+                .reply(200, resources("v1", &["pods", "pods/status", "services"])),
+            Exchange::get(SLICE_DISCOVERY)
+                .reply(200, resources("discovery.k8s.io/v1", &["endpointslices"])),
+        ],
+    );
+    check_apis(&client, &s).await.expect("all served");
+    let (mut handle, _) = server.await.expect("server");
+    drop(client);
+    assert!(handle.next_request().await.is_none());
+
+    // Kubernetes 1.20: no discovery.k8s.io/v1 at all (404), and services left out.
+    let (client, handle) = mock_client();
+    let server = serve(
+        handle,
+        vec![
+            Exchange::get(CORE_DISCOVERY).reply(200, resources("v1", &["pods"])),
+            Exchange::get(SLICE_DISCOVERY)
+                .reply(404, status(404, "NotFound", "404 page not found")),
+        ],
+    );
+    let e = check_apis(&client, &s).await.expect_err("missing");
+    let text = e.to_string();
+    assert!(
+        matches!(&e, KubeError::MissingApi { missing } if missing.len() == 2),
+        "{text}"
+    );
+    assert!(
+        text.contains("v1 services, needed by --lb-service"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "discovery.k8s.io/v1 endpointslices, needed by --master-endpoints-service=redis-master"
+        ),
+        "{text}"
+    );
+    server.await.expect("server");
+
+    // Without the flags that need them, neither is asked for.
+    let (client, handle) = mock_client();
+    let mut s = settings();
+    s.master_endpoints_service = None;
+    let server = serve(
+        handle,
+        vec![Exchange::get(CORE_DISCOVERY).reply(200, resources("v1", &["pods"]))],
+    );
+    check_apis(&client, &s).await.expect("pods only");
+    let (mut handle, _) = server.await.expect("server");
+    drop(client);
+    assert!(handle.next_request().await.is_none());
+
+    // A refusal is not "missing": it is reported as it is.
+    let (client, handle) = mock_client();
+    let server = serve(
+        handle,
+        vec![Exchange::get(CORE_DISCOVERY).reply(403, status(403, "Forbidden", "no"))],
+    );
+    let e = check_apis(&client, &settings()).await.expect_err("403");
+    assert_eq!(e.status_code(), Some(403), "{e}");
+    server.await.expect("server");
+}
+
+// === watch of the own pod ===
+
+const WATCH_URI: &str = "/api/v1/namespaces/redis-multisite-a/pods?&watch=true&timeoutSeconds=290&fieldSelector=metadata.name%3Dredis-0&allowWatchBookmarks=true&resourceVersion=0";
+
+#[tokio::test(start_paused = true)]
+async fn a_label_removed_by_someone_else_is_seen_by_the_watch_and_repaired() {
+    let (mut adapter, server) = connected(
+        settings(),
+        Some("master"),
+        vec![
+            Exchange::get(WATCH_URI).reply_events(vec![
+                json!({"type": "ADDED", "object": pod(Some("master"), Some(POD_IP))}),
+                json!({"type": "MODIFIED", "object": pod(None, Some(POD_IP))}),
+            ]),
+            // The server ended that watch: the next one starts at once.
+            Exchange::get(WATCH_URI).hang(),
+            Exchange::write("PATCH", PATCH_URI, MERGE_PATCH, label_patch(Some("master")))
+                .reply(200, pod(Some("master"), Some(POD_IP))),
+        ],
+    )
+    .await;
+    adapter.watch_own_pod();
+    // Let the watch task take both events (paused time only moves once every task idles).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    adapter
+        .ensure_role_label(Some(RedisRole::Master))
+        .await
+        .expect("repaired well before the 60 s resync");
+    adapter
+        .ensure_role_label(Some(RedisRole::Master))
+        .await
+        .expect("right again: no call");
+    finish(server, adapter).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_watch_is_retried_with_backoff() {
+    let refused = || Exchange::get(WATCH_URI).reply(403, status(403, "Forbidden", "no watch verb"));
+    let (mut adapter, server) = connected(
+        settings(),
+        Some("replica"),
+        vec![
+            refused(),
+            refused(),
+            refused(),
+            Exchange::get(WATCH_URI).hang(),
+        ],
+    )
+    .await;
+    let started = tokio::time::Instant::now();
+    adapter.watch_own_pod();
+    let (handle, hanging) = server.await.expect("server");
+    // 1 s, 2 s, 4 s between the tries: not a tight loop.
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(7) && waited < Duration::from_secs(8),
+        "{waited:?}"
+    );
+    drop(adapter);
+    drop(hanging);
+    let mut handle = handle;
+    assert!(handle.next_request().await.is_none());
+}
+
+// === the client: User-Agent and TLS errors, over real loopback sockets ===
+
+/// Answer one HTTP request on `listener` with `body`; returns the request's head.
+async fn answer_once(listener: tokio::net::TcpListener, body: Value) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut socket, _) = listener.accept().await.expect("accept");
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = socket.read(&mut buf).await.expect("read request");
+        assert!(n > 0, "request cut short");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let body = serde_json::to_vec(&body).expect("serialize");
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(response.as_bytes()).await.expect("write");
+    socket.write_all(&body).await.expect("write body");
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+#[tokio::test]
+async fn requests_carry_the_user_agent() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(answer_once(listener, pod(Some("replica"), Some(POD_IP))));
+    let mut config = kube::Config::new(url.parse().expect("url"));
+    config.default_namespace = NS.to_string();
+    let client = build_client(config).expect("client");
+    let adapter = KubeAdapter::connect(client, settings())
+        .await
+        .expect("connect");
+    assert_eq!(adapter.pod_info().ip, POD_IP);
+    let head = server.await.expect("server").to_ascii_lowercase();
+    assert!(
+        head.starts_with("get /api/v1/namespaces/redis-multisite-a/pods/redis-0 "),
+        "{head}"
+    );
+    let want = format!("\r\nuser-agent: {}\r\n", USER_AGENT.to_ascii_lowercase());
+    assert!(head.contains(&want), "{head}");
+}
+
+/// A serving certificate that is its own CA (what `openssl req -x509` makes by default, and
+/// what a quick self-signed API server has) is refused by rustls; the error must say so.
+#[tokio::test]
+async fn a_refused_serving_certificate_is_named_in_the_error() {
+    let have_openssl = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_openssl {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "openssl is needed for this test in CI"
+        );
+        eprintln!("skipped: no openssl to serve a self-signed certificate");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key, der) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("cert.der"),
+    );
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-keyout",
+        &path(&key),
+        "-out",
+        &path(&cert),
+    ]);
+    openssl(&[
+        "x509",
+        "-in",
+        &path(&cert),
+        "-outform",
+        "DER",
+        "-out",
+        &path(&der),
+    ]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-cert", &path(&cert), "-key", &path(&key)])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "s_server never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut config = kube::Config::new(format!("https://127.0.0.1:{port}").parse().expect("url"));
+    config.default_namespace = NS.to_string();
+    config.root_cert = Some(vec![std::fs::read(&der).expect("der")]);
+    let client = build_client(config).expect("client");
+    let mut s = settings();
+    s.pod_ip_wait.attempts = 1;
+    let e = KubeAdapter::connect(client, s)
+        .await
+        .err()
+        .expect("refused");
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = e.to_string();
+    assert!(matches!(e, KubeError::Transport { .. }), "{text}");
+    assert!(
+        text.contains("invalid peer certificate") && text.contains("CaUsedAsEndEntity"),
+        "the reason is named: {text}"
+    );
 }

@@ -16,13 +16,17 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use redis_orchestrator::config::{AgentArgs, Settings};
-use redis_orchestrator::kube::{KubeSettings, MASTER_PORT_NAME, REQUIRED_PERMISSIONS, ROLE_LABEL};
+use redis_orchestrator::kube::{
+    KubeSettings, MASTER_PORT_NAME, POD_NAME_SELECTOR_KEYS, REQUIRED_PERMISSIONS, ROLE_LABEL,
+};
 use redis_orchestrator::model::RedisRole;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 const ORCHESTRATOR: &str = "orchestrator";
+/// The label the StatefulSet controller gives each of its pods.
+const STATEFULSET_POD_NAME: &str = "statefulset.kubernetes.io/pod-name";
 const SITES: [(&str, &str); 3] = [
     ("site-a-manifests", "redis-multisite-a"),
     ("site-b-manifests", "redis-multisite-b"),
@@ -185,15 +189,18 @@ impl PodView {
         self.spec.containers.iter().find(|c| c.name == name)
     }
 
-    /// Labels the agent gives this pod at run time, one set per role it can have.
+    /// Labels the pod carries at run time, one set per role the agent can give it: the
+    /// template's, the StatefulSet controller's pod name, and the agent's role label.
     fn label_variants(&self) -> Vec<BTreeMap<String, String>> {
         if self.witness_workload {
             return vec![self.labels.clone()];
         }
+        let mut running = self.labels.clone();
+        running.insert(STATEFULSET_POD_NAME.to_string(), self.pod_name.clone());
         [RedisRole::Master, RedisRole::Replica]
             .into_iter()
             .map(|role| {
-                let mut labels = self.labels.clone();
+                let mut labels = running.clone();
                 labels.insert(ROLE_LABEL.to_string(), role.to_string());
                 labels
             })
@@ -461,6 +468,46 @@ fn orchestrator_args_parse_and_validate_with_each_pods_identity() {
 }
 
 #[test]
+fn member_names_are_unique_and_name_the_site() {
+    let m = load();
+    let pods = pods(&m);
+    let names: BTreeSet<String> = pods.iter().map(|p| pod_settings(p).name).collect();
+    assert_eq!(names.len(), pods.len(), "member names {names:?} are unique");
+    for pod in &pods {
+        let s = pod_settings(pod);
+        // Both StatefulSets name their pod redis-0; a Deployment's pod name changes on
+        // every restart: neither may be the member name.
+        assert_eq!(s.name, s.site, "{}: --node-name is the site", pod.file);
+    }
+}
+
+/// What `KubeAdapter::lb_advertise_host` looks for: exactly one LoadBalancer Service of
+/// the pod's namespace selecting the pod by name.
+#[test]
+fn each_data_pod_has_the_one_load_balancer_service_lb_service_needs() {
+    let m = load();
+    for pod in pods(&m).iter().filter(|p| !p.witness_workload) {
+        let by_name: Vec<&str> = m
+            .services
+            .iter()
+            .filter(|s| s.namespace == pod.namespace)
+            .filter(|s| {
+                s.object.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
+            })
+            .filter(|s| {
+                selector_of(s).is_some_and(|sel| {
+                    POD_NAME_SELECTOR_KEYS
+                        .iter()
+                        .any(|k| sel.get(*k) == Some(&pod.pod_name))
+                })
+            })
+            .map(service_name)
+            .collect();
+        assert_eq!(by_name, ["redis-0-peer"], "{}", pod.file);
+    }
+}
+
+#[test]
 fn raft_peers_are_identical_across_sites_and_name_every_pod() {
     let m = load();
     let pods = pods(&m);
@@ -558,6 +605,8 @@ fn service_selectors_match_the_pods_and_the_labels_the_agent_sets() {
                         role == Some(replica())
                     }
                     "redis-headless" => true,
+                    // --lb-service's per-pod Service: the pod whatever its role.
+                    "redis-0-peer" => p.pod_name == "redis-0",
                     other => panic!("{}: no expectation for Service {other}", svc.file),
                 };
                 assert_eq!(
@@ -583,6 +632,7 @@ fn service_selectors_match_the_pods_and_the_labels_the_agent_sets() {
         } else {
             &[
                 "redis",
+                "redis-0-peer",
                 "redis-headless",
                 "redis-master",
                 "redis-master-lb",
@@ -790,8 +840,10 @@ fn referenced_secrets_config_maps_accounts_and_claims_exist() {
                     pvc.claim_name
                 );
             }
+            // The only Secret volume allowed is an optional one (the agents' TLS files).
+            let optional_secret = v.secret.as_ref().is_none_or(|s| s.optional == Some(true));
             assert!(
-                v.secret.is_none() && v.host_path.is_none(),
+                optional_secret && v.host_path.is_none(),
                 "{}: volume {}",
                 p.file,
                 v.name

@@ -951,7 +951,8 @@ fn agents_endpoints_report_health_peers_and_failover_events() {
         );
         assert_eq!(events.until("+slave"), old_as_replica);
         let down = wait_replica(ports[r], old_port, "flagged down", |e| {
-            e["flags"] == "s_down,slave" && e["master-link-status"] == "err"
+            // Its agent cannot reach it: `disconnected`, as Sentinel flags a dead link.
+            e["flags"] == "s_down,slave,disconnected" && e["master-link-status"] == "err"
         });
         assert_eq!(down["role-reported"], "master", "last known role: {down:?}");
 
@@ -975,7 +976,7 @@ fn agents_endpoints_report_health_peers_and_failover_events() {
         assert_eq!(events.until("+sdown"), old_as_replica);
         std::thread::sleep(Duration::from_secs(3));
         let dead = wait_replica(ports[r], old_port, "flagged down", |e| {
-            e["flags"] == "s_down,slave"
+            e["flags"] == "s_down,slave,disconnected"
         });
         assert_eq!(dead["master-link-status"], "err");
         assert_eq!(dead["runid"], synced["runid"]);

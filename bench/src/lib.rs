@@ -155,7 +155,10 @@ pub async fn run(
                 }
             }
             Scenario::Footprint => {
-                emit(scenario::binary_sizes(&ctx.agent_bin)?, &mut all)?;
+                emit(
+                    scenario::binary_sizes(&ctx.agent_bin, &ctx.server)?,
+                    &mut all,
+                )?;
                 for run in 1..=opts.runs {
                     let name = format!("footprint-{run}");
                     let dir = RunDir::new(opts, &name)?;

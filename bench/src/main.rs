@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use bench::procs::ServerCommand;
 use bench::report::{JsonLines, Record, table};
 use bench::scenario::{RunContext, Scenario};
 use bench::{Options, binary};
@@ -65,6 +66,11 @@ struct Args {
     /// (default: Redis's own, 60 s).
     #[arg(long)]
     repl_timeout: Option<u32>,
+    /// Server binary for every Redis of both systems, and for Sentinel (run with
+    /// `--sentinel`): e.g. a valkey-server to run both on Valkey. Default: $RORC_REDIS_SERVER,
+    /// else redis-server.
+    #[arg(long, default_value_os_t = bench::procs::default_redis_server())]
+    redis_server: PathBuf,
     /// Agent binary (default: target/release/redis-orchestrator, rebuilt first under cargo).
     #[arg(long)]
     agent_bin: Option<PathBuf>,
@@ -127,10 +133,13 @@ fn main() -> ExitCode {
             io_timeout: args.io_timeout,
             warmup: args.warmup,
             idle_window: args.idle_window,
-            redis_args: args
-                .repl_timeout
-                .map(|t| vec!["--repl-timeout".to_string(), t.to_string()])
-                .unwrap_or_default(),
+            server: ServerCommand {
+                program: args.redis_server.clone(),
+                args: args
+                    .repl_timeout
+                    .map(|t| vec!["--repl-timeout".to_string(), t.to_string()])
+                    .unwrap_or_default(),
+            },
         },
         runs: args.runs.max(1),
         scenarios: args.scenarios.clone(),

@@ -12,7 +12,7 @@ use redis_orchestrator::wire::SwitchoverDone;
 use tokio::process::Command;
 
 use crate::discovery::Discovery;
-use crate::procs::{Proc, free_port, spawn_redis, wait_redis};
+use crate::procs::{Proc, ServerCommand, free_port, spawn_redis, wait_redis};
 
 const SECRET: &str = "bench-shared-secret";
 
@@ -103,7 +103,7 @@ impl OursCluster {
         timing: &Timing,
         dir: &Path,
         io_timeout: Duration,
-        redis_args: &[String],
+        server: &ServerCommand,
     ) -> Result<OursCluster> {
         let names: Vec<String> = (1..=data_nodes)
             .map(|i| format!("data-{i}"))
@@ -129,7 +129,7 @@ impl OursCluster {
                     *redis_port,
                     &node_dir,
                     None,
-                    redis_args,
+                    server,
                 )?)
             } else {
                 None

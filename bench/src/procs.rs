@@ -150,24 +150,62 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Names the server binary for every Redis of both systems: a path, or a name on `PATH`.
+pub const REDIS_SERVER_ENV: &str = "RORC_REDIS_SERVER";
+
+/// [`REDIS_SERVER_ENV`] if set, else `redis-server`.
+pub fn default_redis_server() -> PathBuf {
+    std::env::var_os(REDIS_SERVER_ENV)
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("redis-server"), PathBuf::from)
+}
+
+/// How every Redis of both systems is started, and Sentinel too (the same binary with
+/// `--sentinel`, as `redis-sentinel` is): so a run on Valkey compares with Valkey's Sentinel.
+#[derive(Clone, Debug)]
+pub struct ServerCommand {
+    /// `redis-server` or `valkey-server`: a path, or a name on `PATH`.
+    pub program: PathBuf,
+    /// Extra arguments for every data node (e.g. `--repl-timeout 3`), not for Sentinel.
+    pub args: Vec<String>,
+}
+
+impl ServerCommand {
+    /// The binary's path, looking a bare name up on `PATH`.
+    pub fn resolved(&self) -> Result<PathBuf> {
+        if self.program.components().count() > 1 {
+            return Ok(self.program.clone());
+        }
+        let name = self.program.to_string_lossy();
+        on_path(&name).ok_or_else(|| anyhow!("{name} is not on PATH"))
+    }
+
+    /// A Sentinel started from `conf`.
+    pub fn sentinel(&self, conf: &Path) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.arg(conf).arg("--sentinel");
+        cmd
+    }
+}
+
 /// Start a `redis-server` on 127.0.0.1 with the same settings for both systems under
-/// test: no persistence, full syncs without delay, then `extra` (e.g. `--repl-timeout 3`);
-/// optionally as a replica of `replicaof`.
+/// test: no persistence, full syncs without delay, then `server.args`; optionally as a
+/// replica of `replicaof`.
 pub fn spawn_redis(
     label: &str,
     port: u16,
     dir: &Path,
     replicaof: Option<u16>,
-    extra: &[String],
+    server: &ServerCommand,
 ) -> Result<Proc> {
     std::fs::create_dir_all(dir)?;
-    let mut cmd = Command::new("redis-server");
+    let mut cmd = Command::new(&server.program);
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .args(["--repl-diskless-sync-delay", "0"])
         .arg("--dir")
         .arg(dir)
-        .args(extra);
+        .args(&server.args);
     if let Some(master) = replicaof {
         cmd.args(["--replicaof", "127.0.0.1", &master.to_string()]);
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::discovery::Discovery;
 use crate::ours::{OursCluster, Timing};
-use crate::procs::{Proc, clock_ticks_per_second, redis_connect, signal};
+use crate::procs::{Proc, ServerCommand, clock_ticks_per_second, redis_connect, signal};
 use crate::report::{OURS, Record, SENTINEL};
 use crate::sentinel::{SentinelCluster, SentinelTiming};
 use crate::writer::{Ack, Watcher, Writer, first_new_master, key};
@@ -122,8 +122,8 @@ pub struct RunContext {
     /// Writing before the failure is injected.
     pub warmup: Duration,
     pub idle_window: Duration,
-    /// Extra `redis-server` arguments for every Redis of both systems.
-    pub redis_args: Vec<String>,
+    /// The server binary and extra arguments for every Redis of both systems.
+    pub server: ServerCommand,
 }
 
 enum Cluster {
@@ -135,18 +135,11 @@ impl Cluster {
     async fn start(system: &System, ctx: &RunContext, dir: &Path) -> Result<Cluster> {
         Ok(match system {
             System::Ours(timing) => Cluster::Ours(
-                OursCluster::start(
-                    &ctx.agent_bin,
-                    2,
-                    timing,
-                    dir,
-                    ctx.io_timeout,
-                    &ctx.redis_args,
-                )
-                .await?,
+                OursCluster::start(&ctx.agent_bin, 2, timing, dir, ctx.io_timeout, &ctx.server)
+                    .await?,
             ),
             System::Sentinel(timing) => Cluster::Sentinel(
-                SentinelCluster::start(timing, dir, ctx.io_timeout, &ctx.redis_args).await?,
+                SentinelCluster::start(timing, dir, ctx.io_timeout, &ctx.server).await?,
             ),
         })
     }
@@ -501,14 +494,13 @@ pub async fn footprint_run(ctx: &RunContext, run: usize, dir: &Path) -> Result<V
         .collect())
 }
 
-/// Size of both binaries (`redis-sentinel` is the redis-server binary in sentinel mode).
-pub fn binary_sizes(agent_bin: &Path) -> Result<Vec<Record>> {
+/// Size of both binaries (Sentinel is the server binary in sentinel mode).
+pub fn binary_sizes(agent_bin: &Path, server: &ServerCommand) -> Result<Vec<Record>> {
     let size = |p: &Path| -> Result<f64> {
         let meta = std::fs::metadata(p).with_context(|| format!("stat {}", p.display()))?;
         Ok(mib(meta.len() / 1024))
     };
-    let sentinel = crate::procs::on_path("redis-sentinel")
-        .ok_or_else(|| anyhow!("redis-sentinel is not on PATH"))?;
+    let sentinel = server.resolved()?;
     Ok(vec![
         Record::new("footprint", OURS, "binary", 0).metric(BINARY, size(agent_bin)?),
         Record::new("footprint", SENTINEL, "binary", 0).metric(BINARY, size(&sentinel)?),
@@ -528,7 +520,7 @@ pub async fn scaling_run(
         &Timing::defaults(),
         dir,
         ctx.io_timeout,
-        &ctx.redis_args,
+        &ctx.server,
     )
     .await?;
     let leader = cluster.wait_ready(SETTLE).await?;

@@ -6,10 +6,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tokio::process::Command;
 
 use crate::discovery::{Discovery, MASTER_NAME};
-use crate::procs::{Proc, free_port, redis_connect, spawn_redis, wait_redis};
+use crate::procs::{Proc, ServerCommand, free_port, redis_connect, spawn_redis, wait_redis};
 
 pub const SENTINELS: usize = 3;
 pub const QUORUM: usize = 2;
@@ -91,7 +90,7 @@ impl SentinelCluster {
         timing: &SentinelTiming,
         dir: &Path,
         io_timeout: Duration,
-        redis_args: &[String],
+        server: &ServerCommand,
     ) -> Result<SentinelCluster> {
         let master_port = free_port()?;
         let replica_port = free_port()?;
@@ -105,7 +104,7 @@ impl SentinelCluster {
                 port,
                 &dir.join(name),
                 replicaof,
-                redis_args,
+                server,
             )?;
             redis.push(RedisNode {
                 addr: format!("127.0.0.1:{port}"),
@@ -124,8 +123,7 @@ impl SentinelCluster {
             let conf = sdir.join("sentinel.conf");
             std::fs::write(&conf, timing.config(port, master_port, &sdir))
                 .with_context(|| format!("write {}", conf.display()))?;
-            let mut cmd = Command::new("redis-sentinel");
-            cmd.arg(&conf);
+            let cmd = server.sentinel(&conf);
             let proc = Proc::spawn(format!("sentinel-{i}"), cmd, &sdir.join("sentinel.log"))?;
             sentinels.push((format!("127.0.0.1:{port}"), proc));
         }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bench::procs::{self, ServerCommand};
 use bench::report::{OURS, Record, SENTINEL, table};
 use bench::scenario::{BINARY, CPU, DISCOVERY, LOST, RSS, RunContext, Scenario, WRITE_UNAVAILABLE};
 use bench::{Options, binary};
@@ -31,8 +32,12 @@ fn one_short_run_of_every_scenario() {
             io_timeout: Duration::from_millis(100),
             warmup: Duration::from_millis(500),
             idle_window: Duration::from_secs(2),
-            // A silent master is noticed by its replica after repl-timeout; keep it short.
-            redis_args: vec!["--repl-timeout".into(), "3".into()],
+            server: ServerCommand {
+                // $RORC_REDIS_SERVER runs it on another server, e.g. valkey-server.
+                program: procs::default_redis_server(),
+                // A silent master is noticed by its replica after repl-timeout; keep it short.
+                args: vec!["--repl-timeout".into(), "3".into()],
+            },
         },
         runs: 1,
         scenarios: vec![

@@ -18,16 +18,65 @@ use crate::kube::ClusterApi;
 use crate::model::{ClusterState, Millis, NodeId, RedisRole};
 use crate::sentinel::{SentinelFacts, SentinelView};
 
+/// First pause after a repeated failure of one kind of Kubernetes update.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// Longest pause between two tries of a failing update.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Retry pacing of one kind of update after lasting API errors: the first failure is
+/// retried next cycle (a blip), then after 1 s, 2 s, 4 s … up to 30 s. A success, or a
+/// request for something else (a new label, a new master), tries at once: backing off
+/// must never hold back a change.
+#[derive(Debug, Default)]
+struct Backoff {
+    /// What the failing update asked for.
+    key: Option<String>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl Backoff {
+    fn ready(&self, key: &str, now: Instant) -> bool {
+        self.key.as_deref() != Some(key) || self.retry_at.is_none_or(|at| now >= at)
+    }
+
+    /// Record a failure of `key`; returns the pause before the next try.
+    fn failed(&mut self, key: &str, now: Instant) -> Duration {
+        if self.key.as_deref() != Some(key) {
+            self.key = Some(key.to_string());
+            self.failures = 0;
+        }
+        self.failures = self.failures.saturating_add(1);
+        let delay = match self.failures {
+            1 => Duration::ZERO,
+            n => BACKOFF_FIRST
+                .saturating_mul(1 << (n - 2).min(5))
+                .min(BACKOFF_MAX),
+        };
+        self.retry_at = Some(now + delay);
+        delay
+    }
+
+    fn succeeded(&mut self) {
+        *self = Backoff::default();
+    }
+}
+
 /// Kubernetes updates of one member loop; each call is bounded so a slow API server only
-/// delays labels, never the loop's Redis actions.
+/// delays labels, never the loop's Redis actions, and a failing one is backed off so a
+/// lasting error costs one call per 30 s, not two per probe.
 pub struct KubeFeed {
     api: Arc<dyn ClusterApi>,
     call_limit: Duration,
     /// Last error logged per kind of update, so a persisting one is logged once.
     errors: BTreeMap<&'static str, String>,
+    backoff: BTreeMap<&'static str, Backoff>,
     /// (epoch, master address, when) of the last master endpoints update.
     endpoints_synced: Option<(u64, String, Instant)>,
 }
+
+const LABEL: &str = "pod label";
+const ENDPOINTS: &str = "master endpoints";
 
 impl KubeFeed {
     pub fn new(api: Arc<dyn ClusterApi>, probe_interval: Duration) -> KubeFeed {
@@ -35,14 +84,22 @@ impl KubeFeed {
             api,
             call_limit: probe_interval,
             errors: BTreeMap::new(),
+            backoff: BTreeMap::new(),
             endpoints_synced: None,
         }
     }
 
+    /// Make the pod's role label `desired`, unless the same request failed lately and its
+    /// backoff has not run out: then this returns at once, so the Redis actions that
+    /// follow are never delayed by it.
     pub async fn label(&mut self, desired: Option<RedisRole>) {
+        let key = format!("{desired:?}");
+        if !self.ready(LABEL, &key) {
+            return;
+        }
         let result =
             tokio::time::timeout(self.call_limit, self.api.ensure_role_label(desired)).await;
-        self.note("pod label", result);
+        self.note(LABEL, &key, result);
     }
 
     /// Point the selector-less master Service at the committed master, whichever site it
@@ -59,7 +116,8 @@ impl KubeFeed {
                     || *synced_addr != addr
                     || at.elapsed() >= Duration::from_secs(30)
             });
-        if !due {
+        let key = format!("{} {addr}", state.epoch);
+        if !due || !self.ready(ENDPOINTS, &key) {
             return;
         }
         let limit = self.call_limit.max(Duration::from_secs(1));
@@ -72,13 +130,20 @@ impl KubeFeed {
         if matches!(result, Ok(Ok(()))) {
             self.endpoints_synced = Some((state.epoch, addr, Instant::now()));
         }
-        self.note("master endpoints", result);
+        self.note(ENDPOINTS, &key, result);
     }
 
-    /// Log a failure once (until it changes or clears); the next cycle retries.
+    fn ready(&self, what: &'static str, key: &str) -> bool {
+        self.backoff
+            .get(what)
+            .is_none_or(|b| b.ready(key, Instant::now()))
+    }
+
+    /// Log a failure once (until it changes or clears) and back off its retries.
     fn note<E: std::fmt::Display>(
         &mut self,
         what: &'static str,
+        key: &str,
         result: Result<Result<(), E>, tokio::time::error::Elapsed>,
     ) {
         let error = match result {
@@ -86,13 +151,23 @@ impl KubeFeed {
             Ok(Err(e)) => Some(e.to_string()),
             Err(_) => Some("kubernetes API did not answer in time".to_string()),
         };
+        let backoff = self.backoff.entry(what).or_default();
         match error {
-            Some(e) if self.errors.get(what) != Some(&e) => {
-                warn!(update = what, error = %e, "kubernetes update failed; retrying every cycle");
-                self.errors.insert(what, e);
+            Some(e) => {
+                let delay = backoff.failed(key, Instant::now());
+                if self.errors.get(what) != Some(&e) {
+                    warn!(
+                        update = what,
+                        error = %e,
+                        retry_in = %crate::duration::format(delay),
+                        "kubernetes update failed; retrying with backoff up to {}",
+                        crate::duration::format(BACKOFF_MAX)
+                    );
+                    self.errors.insert(what, e);
+                }
             }
-            Some(_) => {}
             None => {
+                backoff.succeeded();
                 if self.errors.remove(what).is_some() {
                     info!(update = what, "kubernetes update succeeds again");
                 }
@@ -191,5 +266,28 @@ pub async fn feed_sentinel<C: Consensus>(
             }
             changed
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets() {
+        let t0 = Instant::now();
+        let mut b = Backoff::default();
+        assert!(b.ready("replica", t0));
+        let delays: Vec<u64> = (0..9).map(|_| b.failed("replica", t0).as_secs()).collect();
+        assert_eq!(delays, [0, 1, 2, 4, 8, 16, 30, 30, 30]);
+        assert!(!b.ready("replica", t0 + Duration::from_secs(29)));
+        assert!(b.ready("replica", t0 + Duration::from_secs(30)));
+        // A different request is never held back by the old one's failures.
+        assert!(b.ready("master", t0));
+        assert_eq!(b.failed("master", t0), Duration::ZERO);
+        assert_eq!(b.failed("master", t0), Duration::from_secs(1));
+        b.succeeded();
+        assert!(b.ready("master", t0));
+        assert_eq!(b.failed("master", t0), Duration::ZERO);
     }
 }

@@ -470,6 +470,7 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
             )
         });
         let pause = Duration::from_millis(fence_pause(millis(self.config.down_after)).0);
+        let mut all_done = true;
         for action in plan.actions {
             let result = match &action {
                 LocalAction::Promote => redis.promote().await,
@@ -482,6 +483,7 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
             };
             if let Err(e) = result {
                 warn!(?action, error = %e, "reconcile action failed; will retry next cycle");
+                all_done = false;
                 break;
             }
             self.note_done(&action, state, &plan.reason);
@@ -490,6 +492,23 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
         // take it now rather than a probe interval later.
         if changes_role {
             self.probe().await;
+            // A confirmed promotion is routed now, not a probe interval later. Only when
+            // every action ran: then nothing of this plan still fences or demotes.
+            if all_done && let Some(kube) = &mut self.kube {
+                let (health, fenced) = {
+                    let local = lock(&self.local);
+                    (local.health.clone(), local.fenced)
+                };
+                let facts = RoleFacts {
+                    witness: false,
+                    committed_master_is_self: state.master == Some(self.config.me),
+                    local_redis_is_master: health
+                        .status()
+                        .is_some_and(|s| s.role == RedisRole::Master),
+                    losing_writes: losing_writes(fenced, &[]),
+                };
+                kube.label(desired_role_label(facts)).await;
+            }
         }
     }
 

@@ -167,8 +167,9 @@ impl Agent {
         }
         .validate()
         .map_err(|e| StartError::RaftConfig(e.to_string()))?;
-        let client = SignedClient::new(settings.secret.as_deref(), None)
-            .map_err(|e| StartError::Http(e.to_string()))?;
+        let client =
+            SignedClient::with_tls(settings.secret.as_deref(), None, settings.tls.as_ref())
+                .map_err(StartError::Http)?;
         let raft = Raft::new(
             settings.me.id,
             Arc::new(config),
@@ -196,7 +197,7 @@ impl Agent {
             verifier: settings
                 .secret
                 .as_deref()
-                .map(|s| Arc::new(Verifier::new(s))),
+                .map(|s| Arc::new(Verifier::new(s).bound_to(settings.own_authorities()))),
             coordinator: Arc::new(Coordinator::new(policy, clock, metrics.clone())),
             consensus: Arc::new(RaftConsensus {
                 raft,
@@ -506,14 +507,14 @@ impl Agent {
             .map_err(|e: SendError| {
                 OperatorError::new(502, format!("forwarding to the coordinator failed: {e}"))
             })?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
+        let status = resp.status;
+        let text = String::from_utf8_lossy(&resp.body);
         if (200..300).contains(&status) {
             serde_json::from_str(&text).map_err(|e| {
                 OperatorError::new(502, format!("unreadable answer from the coordinator: {e}"))
             })
         } else {
-            Err(OperatorError::new(status, text))
+            Err(OperatorError::new(status, text.into_owned()))
         }
     }
 

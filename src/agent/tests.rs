@@ -460,3 +460,104 @@ async fn switchover_pauses_then_promotes_then_demotes_then_unpauses() {
         "the demoted master is writable as a replica again"
     );
 }
+
+fn kube_feed(
+    name: &str,
+) -> (
+    Arc<crate::kube::testing::FakeCluster>,
+    super::feeds::KubeFeed,
+) {
+    let cluster = Arc::new(crate::kube::testing::FakeCluster::new(
+        crate::kube::PodInfo {
+            name: format!("{name}-0"),
+            namespace: "ns".into(),
+            uid: "uid".into(),
+            ip: "10.0.0.1".into(),
+        },
+    ));
+    let feed = super::feeds::KubeFeed::new(cluster.clone(), PROBE);
+    (cluster, feed)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_confirmed_promotion_is_labelled_master_in_the_same_cycle() {
+    use crate::kube::testing::Call;
+    use crate::model::RedisRole::{Master, Replica};
+    let (consensus, _) = coordinator("c", cluster("a", "run-a"));
+    let redis = FakeRedis::replica_of("run-a", "b:6379");
+    let sink = Scripted::default();
+    sink.answer(confirmed(1));
+    let mut m = member_loop("a", redis.clone(), consensus, sink);
+    let (kube, feed) = kube_feed("a");
+    m.kube = Some(feed);
+    m.cycle(true).await;
+    assert!(
+        redis
+            .changes()
+            .iter()
+            .any(|c| c.starts_with("REPLICAOF NO ONE")),
+        "{:?}",
+        redis.changes()
+    );
+    let labels: Vec<Call> = kube
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::EnsureRoleLabel(_)))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            Call::EnsureRoleLabel(Some(Replica)),
+            Call::EnsureRoleLabel(Some(Master))
+        ],
+        "not a probe interval later"
+    );
+    assert_eq!(kube.label(), Some(Master));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_label_write_is_backed_off_and_never_holds_back_the_fence() {
+    use crate::kube::testing::Call;
+    let (consensus, _) = coordinator("c", cluster("a", "run-a"));
+    let redis = FakeRedis::master("run-a");
+    let sink = Scripted::default();
+    sink.answer(confirmed(1));
+    let mut m = member_loop("a", redis.clone(), consensus, sink.clone());
+    let (kube, feed) = kube_feed("a");
+    m.kube = Some(feed);
+    for _ in 0..1000 {
+        kube.fail_next(crate::kube::KubeError::Api {
+            op: "patch pod a-0".into(),
+            code: 403,
+            reason: "Forbidden".into(),
+            message: "no patch".into(),
+        });
+    }
+    m.cycle(true).await;
+    // The start-up fence asks for replica once; then master: at 0.2 s, then after 0, 1, 2,
+    // 4 s of backoff (0.4, 1.4, 3.4, 7.4 s) — 6 calls in 10 s of cycles, not 51.
+    run_for(&mut m, Duration::from_secs(10)).await;
+    let label_calls = |k: &crate::kube::testing::FakeCluster| {
+        k.calls()
+            .iter()
+            .filter(|c| matches!(c, Call::EnsureRoleLabel(_)))
+            .count()
+    };
+    assert_eq!(label_calls(&kube), 6);
+    // Isolation: the label must move to replica; that is a new request, tried at once, and
+    // the fence does not wait for it.
+    sink.answer(None);
+    let before = label_calls(&kube);
+    run_for(&mut m, LEASE + PROBE).await;
+    assert!(
+        paused(&redis),
+        "fenced at the lease despite the failing API"
+    );
+    assert!(
+        kube.calls()
+            .iter()
+            .skip(before)
+            .any(|c| *c == Call::EnsureRoleLabel(Some(crate::model::RedisRole::Replica))),
+        "the move away from master is tried without waiting out the backoff"
+    );
+}

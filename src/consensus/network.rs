@@ -5,6 +5,8 @@
 //! request as body; the answer is the JSON of the `Result` the peer's
 //! `Raft` returned.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -66,15 +68,47 @@ pub enum TransportError {
 }
 
 /// Creates connections to peers; clones share the signed client (its connection pool and
-/// the log of peers that rejected our signature).
+/// the log of peers that rejected our signature) and the set of peers known unreachable.
 #[derive(Clone)]
 pub struct PeerNetwork {
     client: SignedClient,
+    /// Peers whose last RPC failed: a peer not deployed yet is logged once, not per RPC.
+    failing: Arc<Mutex<HashSet<NodeId>>>,
 }
 
 impl PeerNetwork {
     pub fn new(client: SignedClient) -> Self {
-        PeerNetwork { client }
+        PeerNetwork {
+            client,
+            failing: Arc::default(),
+        }
+    }
+
+    /// Log a peer's first failure once at WARN with its root cause, and its recovery.
+    fn note(&self, target: NodeId, addr: &str, failure: Option<&SendError>) {
+        // A set of ids cannot be left half-updated, so poisoning is harmless.
+        let mut failing = self
+            .failing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match failure {
+            // Already logged by the client, with its own advice.
+            Some(SendError::Unauthorized { .. }) => {}
+            Some(e) => {
+                if failing.insert(target) {
+                    tracing::warn!(
+                        peer = addr,
+                        reason = %root_cause(e),
+                        "peer {addr} does not answer Raft RPCs yet; retrying quietly"
+                    );
+                }
+            }
+            None => {
+                if failing.remove(&target) {
+                    tracing::info!(peer = addr, "peer {addr} answers Raft RPCs");
+                }
+            }
+        }
     }
 
     /// Peer addresses whose last answer was a 401, sorted.
@@ -130,14 +164,15 @@ impl PeerConnection {
                 Some(body),
                 Some(ttl),
             )
-            .await
-            .map_err(|e| match e {
-                // Unreachable makes openraft back off instead of retrying at once.
-                SendError::Connect { .. } => {
-                    RPCError::Unreachable(Unreachable::new(&TransportError::Send(e)))
-                }
-                e => network(TransportError::Send(e)),
-            })?;
+            .await;
+        self.net.note(self.target, addr, bytes.as_ref().err());
+        let bytes = bytes.map_err(|e| match e {
+            // Unreachable makes openraft back off instead of retrying at once.
+            SendError::Connect { .. } => {
+                RPCError::Unreachable(Unreachable::new(&TransportError::Send(e)))
+            }
+            e => network(TransportError::Send(e)),
+        })?;
         let answer: Result<Resp, RaftError<NodeId, E>> =
             serde_json::from_slice(&bytes).map_err(|source| {
                 network(TransportError::Decode {
@@ -161,6 +196,26 @@ impl PeerConnection {
             ))
         })
     }
+}
+
+/// The innermost error of a chain, in one line ("Connection refused (os error 111)"),
+/// prefixed by the outermost when they differ, so the reason fits on a log line.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    if std::ptr::addr_eq(inner, e) {
+        e.to_string()
+    } else {
+        format!("{}: {inner}", short_kind(e))
+    }
+}
+
+/// What kind of failure a [`SendError`]-like error is, without its nested details.
+fn short_kind(e: &dyn std::error::Error) -> String {
+    let text = e.to_string();
+    text.split(": ").next().unwrap_or(&text).to_string()
 }
 
 impl RaftNetwork<TypeConfig> for PeerConnection {

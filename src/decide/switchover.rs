@@ -12,7 +12,9 @@
 use super::candidate::{Candidate, Field, failover_order};
 use super::{Outcome, Policy, Reports, candidate_offsets, is_fresh};
 use crate::addr::same_redis_addr;
-use crate::model::{ClusterState, Command, Millis, NodeId, RedisRole, RedisStatus, Switchover};
+use crate::model::{
+    ClusterState, Command, Member, MemberKind, Millis, NodeId, RedisRole, RedisStatus, Switchover,
+};
 
 /// Why a switchover request is refused; the API maps each kind to a 4xx status.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +53,36 @@ fn replicates_from(status: &RedisStatus, master_addr: &str) -> bool {
             .is_some_and(|a| same_redis_addr(a, master_addr))
 }
 
+/// The member `to` names: by member name, else the one data member of that site (the
+/// seed's deployment has one data node per site, and its README switches `--to site-b`).
+fn member_named<'a>(
+    state: &'a ClusterState,
+    to: &str,
+) -> Result<(NodeId, &'a Member), SwitchoverRefusal> {
+    if let Some((&id, member)) = state.members.iter().find(|(_, m)| m.name == to) {
+        return Ok((id, member));
+    }
+    let in_site: Vec<(NodeId, &Member)> = state
+        .members
+        .iter()
+        .filter(|(_, m)| !to.is_empty() && m.site == to && m.kind == MemberKind::Data)
+        .map(|(&id, m)| (id, m))
+        .collect();
+    match in_site.as_slice() {
+        [] => Err(SwitchoverRefusal::UnknownMember(format!(
+            "no member named {to}, and no data member in a site named {to}"
+        ))),
+        [one] => Ok(*one),
+        many => Err(SwitchoverRefusal::Invalid(format!(
+            "site {to} has several data members ({}): name one",
+            many.iter()
+                .map(|(_, m)| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 /// Validate a switchover request (to `to`, or to the best replica) into the command
 /// that begins it.
 pub fn plan_switchover(
@@ -60,7 +92,7 @@ pub fn plan_switchover(
     now: Millis,
     to: Option<&str>,
 ) -> Result<Command, SwitchoverRefusal> {
-    use SwitchoverRefusal::{Conflict, Invalid, UnknownMember};
+    use SwitchoverRefusal::{Conflict, Invalid};
     if state.paused {
         return Err(Conflict(
             "the cluster is paused for maintenance; resume it first".into(),
@@ -90,9 +122,8 @@ pub fn plan_switchover(
     let mut field = Field::assess(state, reports, policy, now, Some(master));
     let target: Candidate<'_> = match to {
         Some(name) => {
-            let Some((&id, member)) = state.members.iter().find(|(_, m)| m.name == name) else {
-                return Err(UnknownMember(format!("no member named {name}")));
-            };
+            let (id, member) = member_named(state, name)?;
+            let name = member.name.as_str();
             if id == master {
                 return Err(Invalid(format!("{name} is already master")));
             }

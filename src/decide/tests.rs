@@ -918,6 +918,52 @@ fn paused_for_handover(mut s: Scenario, offset: u64) -> Scenario {
 }
 
 #[test]
+fn switchover_target_is_a_member_name_or_a_site() {
+    let to_b = Ok(Command::BeginSwitchover {
+        from: id("a"),
+        to: id("b"),
+        epoch: 7,
+    });
+    let mut two_in_site = healthy_pair();
+    for m in two_in_site.state.members.values_mut() {
+        m.site = "site-x".to_string();
+    }
+    let cases: Vec<(&str, Scenario, &str, Result<Command, &str>)> = vec![
+        ("by member name", healthy_pair(), "b", to_b.clone()),
+        ("by site", healthy_pair(), "site-b", to_b),
+        (
+            "the master's site",
+            healthy_pair(),
+            "site-a",
+            Err("Invalid"),
+        ),
+        (
+            "a witness's site has no data member",
+            healthy_pair(),
+            "site-w",
+            Err("UnknownMember"),
+        ),
+        ("unknown", healthy_pair(), "site-z", Err("UnknownMember")),
+        ("empty", healthy_pair(), "", Err("UnknownMember")),
+        (
+            "a site with two data members is ambiguous",
+            two_in_site,
+            "site-x",
+            Err("Invalid"),
+        ),
+    ];
+    for (what, scenario, to, want) in cases {
+        let got = request(&scenario, Some(to));
+        let got_kind = got.as_ref().map_err(|e| match e {
+            SwitchoverRefusal::UnknownMember(_) => "UnknownMember",
+            SwitchoverRefusal::Invalid(_) => "Invalid",
+            SwitchoverRefusal::Conflict(_) => "Conflict",
+        });
+        assert_eq!(got_kind.cloned(), want, "{what}: {got:?}");
+    }
+}
+
+#[test]
 fn switchover_commits_the_target_once_it_has_every_byte_of_the_paused_master() {
     let not_paused = switching(healthy_pair(), NOW - 100).decide();
     assert!(

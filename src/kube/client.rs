@@ -3,13 +3,18 @@
 //! Every call is bounded by [`KubeSettings::request_timeout`] and turned into a
 //! [`KubeError`]. Observations are cached behind async mutexes that are held for a whole
 //! `ensure_*` operation, so two concurrent callers cannot race a stale cache into a write.
+//! The watch of the own pod only refreshes the label cache; the next `ensure_role_label`
+//! (every member cycle) then repairs a label someone changed.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use ::kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use ::kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use ::kube::{Client, Config};
+use futures_util::{StreamExt, pin_mut};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -21,7 +26,7 @@ use tracing::{debug, info, warn};
 use super::{
     BoxFuture, ClusterApi, EPOCH_ANNOTATION, FIELD_MANAGER, KubeError, KubeSettings, MANAGED_BY,
     MANAGED_BY_LABEL, MASTER_PORT_NAME, POD_NAME_SELECTOR_KEYS, PodInfo, PodSummary, ROLE_LABEL,
-    SERVICE_NAME_LABEL,
+    SERVICE_NAME_LABEL, USER_AGENT, error_chain,
 };
 use crate::config::KubernetesMode;
 use crate::model::RedisRole;
@@ -59,16 +64,29 @@ enum SliceSeen {
     Newer(u64),
 }
 
+/// The own pod's role label as last observed; `None` when unknown after a failed write.
+type LabelCache = Arc<Mutex<Option<Observed<Option<String>>>>>;
+
+/// Aborts the task when dropped, so the watch ends with its adapter.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Talks to the API server for one pod. Build it with [`KubeAdapter::detect`] in the agent,
 /// or [`KubeAdapter::connect`] with any [`Client`] (tests use a mocked one).
 pub struct KubeAdapter {
     client: Client,
     settings: KubeSettings,
     pod: PodInfo,
-    /// The own pod's role label as last observed; `None` when unknown after a failed write.
-    label: Mutex<Option<Observed<Option<String>>>>,
+    label: LabelCache,
     /// The master EndpointSlice as last observed; `None` when unknown.
     endpoints: Mutex<Option<Observed<SliceSeen>>>,
+    /// The watch of the own pod, once started.
+    watch: Option<AbortOnDrop>,
 }
 
 impl KubeAdapter {
@@ -94,11 +112,13 @@ impl KubeAdapter {
         check_identity(settings)?;
         let config = Config::infer()
             .await
-            .map_err(|e| KubeError::Config(e.to_string()))?;
-        let client = Client::try_from(config).map_err(|e| KubeError::Config(e.to_string()))?;
+            .map_err(|e| KubeError::Config(error_chain(&e)))?;
+        let client = build_client(config)?;
+        check_apis(&client, settings).await?;
         let adapter = KubeAdapter::connect(client, settings.clone()).await?;
         info!(
             reason,
+            user_agent = USER_AGENT,
             pod = %adapter.pod.name,
             namespace = %adapter.pod.namespace,
             uid = %adapter.pod.uid,
@@ -147,9 +167,24 @@ impl KubeAdapter {
             client,
             settings,
             pod: info,
-            label: Mutex::new(Some(Observed::now(label))),
+            label: Arc::new(Mutex::new(Some(Observed::now(label)))),
             endpoints: Mutex::new(None),
+            watch: None,
         })
+    }
+
+    /// Watch the own pod from now on (until the adapter is dropped): every change the API
+    /// server reports refreshes the label cache, so a removed or edited `redis-role` label
+    /// is rewritten by the next [`ClusterApi::ensure_role_label`] instead of at the resync.
+    /// A failing watch is retried with backoff (1 s doubling to 30 s) and logged once.
+    pub fn watch_own_pod(&mut self) {
+        let task = watch_label(
+            self.pods(),
+            self.pod.name.clone(),
+            self.pod.uid.clone(),
+            self.label.clone(),
+        );
+        self.watch = Some(AbortOnDrop(tokio::spawn(task)));
     }
 
     pub fn pod_info(&self) -> &PodInfo {
@@ -597,6 +632,7 @@ async fn call<T>(
         }),
         Ok(Err(other)) => Err(KubeError::Transport {
             op: op(),
+            detail: error_chain(&other),
             source: Box::new(other),
         }),
         Err(_) => Err(KubeError::Timeout {
@@ -604,6 +640,150 @@ async fn call<T>(
             timeout: settings.request_timeout,
         }),
     }
+}
+
+/// A client for `config` that names itself with [`USER_AGENT`].
+pub fn build_client(mut config: Config) -> Result<Client, KubeError> {
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
+    Client::try_from(config).map_err(|e| KubeError::Config(error_chain(&e)))
+}
+
+/// Discovery at start-up: the API server must serve `pods` (v1), `services` (v1) with
+/// `--lb-service`, and `discovery.k8s.io/v1` `endpointslices` with
+/// `--master-endpoints-service`. Names every one missing, rather than reading the 404 of
+/// a missing API as "not created yet" later on.
+pub async fn check_apis(client: &Client, settings: &KubeSettings) -> Result<(), KubeError> {
+    let mut needed: Vec<(&str, &str, String)> = vec![("v1", "pods", "the own pod".to_string())];
+    if settings.lb_service {
+        needed.push(("v1", "services", "--lb-service".to_string()));
+    }
+    if let Some(service) = &settings.master_endpoints_service {
+        needed.push((
+            "discovery.k8s.io/v1",
+            "endpointslices",
+            format!("--master-endpoints-service={service} (Kubernetes 1.21 or later)"),
+        ));
+    }
+    let mut missing = Vec::new();
+    let mut served: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (group_version, resource, why) in needed {
+        if !served.contains_key(group_version) {
+            let request = async {
+                if group_version.contains('/') {
+                    client.list_api_group_resources(group_version).await
+                } else {
+                    client.list_core_api_resources(group_version).await
+                }
+            };
+            let names = match call(settings, || format!("discover {group_version}"), request).await
+            {
+                Ok(list) => list.resources.into_iter().map(|r| r.name).collect(),
+                // The whole group version is absent.
+                Err(KubeError::Api { code: 404, .. }) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            served.insert(group_version, names);
+        }
+        if !served[group_version].iter().any(|name| name == resource) {
+            missing.push(format!("{group_version} {resource}, needed by {why}"));
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(KubeError::MissingApi { missing })
+    }
+}
+
+/// First and longest pause between two watches of the own pod that failed.
+const WATCH_RETRY_FIRST: Duration = Duration::from_secs(1);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long the API server keeps one watch open before we start the next.
+const WATCH_SECONDS: u32 = 290;
+
+/// The watch task of [`KubeAdapter::watch_own_pod`]: watch, and watch again when the
+/// server ends it; back off and log once while it fails (403 without the watch verb, ...).
+async fn watch_label(api: Api<Pod>, name: String, uid: String, cache: LabelCache) {
+    let mut delay = WATCH_RETRY_FIRST;
+    let mut failing = false;
+    loop {
+        match watch_once(&api, &name, &uid, &cache).await {
+            Ok(()) => {
+                if std::mem::take(&mut failing) {
+                    info!(pod = %name, "watching the own pod again");
+                }
+                delay = WATCH_RETRY_FIRST;
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut failing, true) {
+                    warn!(pod = %name, error = %e, "cannot watch the own pod; its label is still checked every resync; retrying with backoff");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(WATCH_RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// One watch of the own pod by field selector, from resourceVersion 0 so it starts with
+/// the current pod (no 410 for a version compacted away). Returns when the server ends it.
+async fn watch_once(
+    api: &Api<Pod>,
+    name: &str,
+    uid: &str,
+    cache: &LabelCache,
+) -> Result<(), KubeError> {
+    let op = || format!("watch pod {name}");
+    let params = WatchParams::default()
+        .fields(&format!("metadata.name={name}"))
+        .timeout(WATCH_SECONDS);
+    let transport = |e: ::kube::Error| KubeError::Transport {
+        op: op(),
+        detail: error_chain(&e),
+        source: Box::new(e),
+    };
+    let events = api.watch(&params, "0").await.map_err(|e| match e {
+        ::kube::Error::Api(status) => KubeError::Api {
+            op: op(),
+            code: status.code,
+            reason: status.reason,
+            message: status.message,
+        },
+        e => transport(e),
+    })?;
+    pin_mut!(events);
+    let mut seen_any = false;
+    while let Some(event) = events.next().await {
+        match event.map_err(transport)? {
+            WatchEvent::Added(pod) | WatchEvent::Modified(pod) => {
+                // A pod recreated under our name is not ours to describe.
+                if !uid.is_empty() && pod.metadata.uid.as_deref() != Some(uid) {
+                    continue;
+                }
+                let label = role_label(&pod);
+                let mut cached = cache.lock().await;
+                let changed = cached.as_ref().is_some_and(|c| c.value != label);
+                if changed && seen_any {
+                    info!(pod = %name, label = ROLE_LABEL, now = label.as_deref().unwrap_or("(none)"), "own pod's label changed; repairing it if needed");
+                }
+                *cached = Some(Observed::now(label));
+                seen_any = true;
+            }
+            WatchEvent::Deleted(_) | WatchEvent::Bookmark(_) => {}
+            WatchEvent::Error(status) => {
+                return Err(KubeError::Api {
+                    op: op(),
+                    code: status.code,
+                    reason: status.reason,
+                    message: status.message,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn pod_ip(pod: &Pod) -> Option<String> {

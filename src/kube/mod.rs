@@ -10,10 +10,16 @@
 //!   in whichever site it lives;
 //! - [`ClusterApi::lb_advertise_host`]: the address of the LoadBalancer Service that selects
 //!   this pod (`--lb-service`), for cross-cluster replication;
-//! - [`ClusterApi::list_pods`]: pods matching `--label-selector`, for a status view.
+//! - [`ClusterApi::list_pods`]: pods matching `--label-selector`, for a status view;
+//! - [`KubeAdapter::watch_own_pod`]: a watch on the own pod, so a label someone removed or
+//!   changed is seen (and repaired by the next cycle) at once, not at the next resync.
 //!
-//! Errors are returned, never panicked on: the caller logs them and the next reconcile cycle
-//! tries again. Observations are cached (for [`KubeSettings::resync`]) so a cycle that finds
+//! At start-up [`KubeAdapter::detect`] checks by discovery that the API server serves every
+//! resource the flags need, and names what is missing. Requests carry the User-Agent
+//! [`USER_AGENT`].
+//!
+//! Errors are returned, never panicked on: the caller logs them and retries (backing off a
+//! lasting one). Observations are cached (for [`KubeSettings::resync`]) so a cycle that finds
 //! everything right makes no API call at all.
 //!
 //! Label ordering is the caller's duty and [`desired_role_label`] encodes it: the label says
@@ -54,6 +60,9 @@ pub const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/servicea
 pub const POD_NAME_SELECTOR_KEYS: [&str; 3] =
     ["statefulset.kubernetes.io/pod-name", "pod-name", "pod"];
 
+/// Sent with every API request, so audit logs and API priority rules can tell us apart.
+pub const USER_AGENT: &str = concat!("redis-orchestrator/", env!("CARGO_PKG_VERSION"));
+
 /// One RBAC rule the adapter needs in its own namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Permission {
@@ -65,11 +74,12 @@ pub struct Permission {
 /// Every API verb the adapter uses, so the shipped Role can grant exactly these (the
 /// manifest tests compare, the adapter tests check each request against it).
 pub const REQUIRED_PERMISSIONS: &[Permission] = &[
-    // get: own pod at start-up and on resync; list: status view; patch: the role label.
+    // get: own pod at start-up and on resync; list: status view; patch: the role label;
+    // watch: the own pod (by field selector), so a changed label is repaired at once.
     Permission {
         api_group: "",
         resource: "pods",
-        verbs: &["get", "list", "patch"],
+        verbs: &["get", "list", "watch", "patch"],
     },
     // list: find the LoadBalancer Service that selects this pod (`--lb-service`).
     Permission {
@@ -181,13 +191,19 @@ pub enum KubeError {
     /// No answer within [`KubeSettings::request_timeout`].
     #[error("Kubernetes API {op}: no answer within {}", crate::duration::format(*.timeout))]
     Timeout { op: String, timeout: Duration },
-    /// Connection, TLS, authentication or decoding failure.
-    #[error("Kubernetes API {op}: {source}")]
+    /// Connection, TLS, authentication or decoding failure. `detail` is the whole chain of
+    /// causes ("client error (Connect)" alone does not say that a certificate was refused).
+    #[error("Kubernetes API {op}: {detail}")]
     Transport {
         op: String,
+        detail: String,
         #[source]
         source: Box<::kube::Error>,
     },
+    /// The API server does not serve a resource the flags need (an older Kubernetes, or an
+    /// API group turned off).
+    #[error("the Kubernetes API server does not serve {}", missing.join("; "))]
+    MissingApi { missing: Vec<String> },
     /// The kubelet never published the own pod's IP.
     #[error("pod {namespace}/{name} has no IP after {attempts} reads")]
     PodIpMissing {
@@ -238,6 +254,21 @@ impl KubeError {
             _ => false,
         }
     }
+}
+
+/// `error` and every cause under it, in one line: "a: b: c", leaving out a cause whose text
+/// the previous one already contains.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![error.to_string()];
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if parts.last().is_none_or(|last| !last.contains(&text)) {
+            parts.push(text);
+        }
+        cause = e.source();
+    }
+    parts.join(": ")
 }
 
 /// A boxed future, so [`ClusterApi`] can be used as `dyn ClusterApi` by the agent and tests.
@@ -357,6 +388,29 @@ mod tests {
             ..facts(true, true, false)
         };
         assert_eq!(desired_role_label(witness), None);
+    }
+
+    #[test]
+    fn error_chain_names_every_distinct_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error (Connect)")]
+        struct Outer(#[source] std::io::Error);
+        let inner = std::io::Error::other("invalid peer certificate: CaUsedAsEndEntity");
+        assert_eq!(
+            error_chain(&Outer(inner)),
+            "client error (Connect): invalid peer certificate: CaUsedAsEndEntity"
+        );
+        #[derive(Debug, thiserror::Error)]
+        #[error("wrapped: {0}")]
+        struct Repeats(#[source] std::io::Error);
+        assert_eq!(
+            error_chain(&Repeats(std::io::Error::other("refused"))),
+            "wrapped: refused"
+        );
+        assert!(
+            USER_AGENT.starts_with("redis-orchestrator/0."),
+            "{USER_AGENT}"
+        );
     }
 
     #[tokio::test]

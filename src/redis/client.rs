@@ -87,8 +87,23 @@ impl RedisClient {
             .into_connection_info()
             .map_err(|e| RedisError::Unreachable(format!("invalid redis config: {e}")))?
             .set_redis_settings(settings);
-        let client = redis::Client::open(info)
-            .map_err(|e| RedisError::Unreachable(format!("invalid redis config: {e}")))?;
+        let client = match (&config.tls_ca_file, config.tls) {
+            (Some(ca), true) => {
+                let root_cert = std::fs::read(ca).map_err(|e| {
+                    RedisError::Unreachable(format!(
+                        "cannot read --redis-tls-ca-file {}: {e}",
+                        ca.display()
+                    ))
+                })?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                redis::Client::build_with_tls(info, certs)
+            }
+            _ => redis::Client::open(info),
+        }
+        .map_err(|e| RedisError::Unreachable(format!("invalid redis config: {e}")))?;
         let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));

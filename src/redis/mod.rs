@@ -90,4 +90,6 @@ pub struct RedisConfig {
     pub password: Option<String>,
     pub tls: bool,
     pub tls_skip_verify: bool,
+    /// PEM CA the server certificate is verified against (`--redis-tls-ca-file`).
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }

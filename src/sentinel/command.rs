@@ -1000,6 +1000,7 @@ mod tests {
                             link_up: false,
                             link_down_since: ago(8300),
                             master_addr: Some(("10.0.0.1".into(), 6379)),
+                            disconnected: true,
                         },
                     )
                 },
@@ -1315,7 +1316,7 @@ mod tests {
             }
             let down = &replicas[1];
             for (key, want) in [
-                ("flags", "s_down,slave"),
+                ("flags", "s_down,slave,disconnected"),
                 ("s-down-time", "8000"),
                 ("last-ok-ping-reply", "8300"),
                 ("master-link-status", "err"),

@@ -84,6 +84,10 @@ pub struct Health {
     pub link_down_since: Option<Instant>,
     /// For a replica: the master it replicates from, as it reported.
     pub master_addr: Option<(String, u16)>,
+    /// Its agent cannot reach it right now, down for `--redis-down-after` or not yet: Sentinel
+    /// flags an instance whose link is down `disconnected`, and clients (node-redis) skip a
+    /// master so flagged instead of connecting to an address that refuses them.
+    pub disconnected: bool,
 }
 
 impl Health {
@@ -346,6 +350,7 @@ fn health_of(
     let mut health = Health {
         down_since,
         reported_at: Some(reported_at),
+        disconnected: redis_down.is_some(),
         ..prev.clone()
     };
     match summary.role {

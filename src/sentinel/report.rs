@@ -267,6 +267,9 @@ pub(super) fn master_table(ctx: &Context<'_>, master: &Instance) -> Table {
         flags.extend(["s_down", "o_down"]);
     }
     flags.push("master");
+    if health.disconnected {
+        flags.push("disconnected");
+    }
     if view.failover_to.is_some() {
         flags.push("failover_in_progress");
     }
@@ -304,18 +307,21 @@ pub(super) fn master_table(ctx: &Context<'_>, master: &Instance) -> Table {
 pub(super) fn replica_table(ctx: &Context<'_>, replica: &Instance) -> Table {
     let (view, now) = (ctx.view, ctx.now);
     let health = &replica.health;
-    let flags: &[&str] = if health.s_down() {
-        &["s_down", "slave"]
-    } else {
-        &["slave"]
-    };
+    let mut flags = Vec::new();
+    if health.s_down() {
+        flags.push("s_down");
+    }
+    flags.push("slave");
+    if health.disconnected {
+        flags.push("disconnected");
+    }
     let endpoint = &replica.endpoint;
     let mut table = common(
         endpoint.addr(),
         &endpoint.host,
         endpoint.port,
         &health.run_id,
-        flags,
+        &flags,
     );
     pings(now, health, &mut table);
     if health.s_down() {

@@ -184,6 +184,11 @@ impl Cluster {
         })
     }
 
+    /// Process id of a running agent.
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
     pub async fn state(&self, i: usize) -> Option<StateView> {
         self.api.state(&self.nodes[i].api_addr()).await.ok()
     }

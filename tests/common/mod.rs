@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod raft;
+pub mod server_program;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -97,6 +98,7 @@ impl RedisServer {
             password: self.options.requirepass.clone(),
             tls: false,
             tls_skip_verify: false,
+            tls_ca_file: None,
         }
     }
 
@@ -197,7 +199,7 @@ pub fn free_port() -> u16 {
 }
 
 fn spawn(port: u16, options: &ServerOptions, dir: &TempDir) -> Child {
-    let mut cmd = Command::new("redis-server");
+    let mut cmd = Command::new(server_program::redis_server());
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         // Full syncs start at once instead of waiting 5 s for more replicas.
@@ -215,13 +217,8 @@ fn spawn(port: u16, options: &ServerOptions, dir: &TempDir) -> Child {
     if let Some(password) = &options.masterauth {
         cmd.args(["--masterauth", password]);
     }
-    match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("redis-server not found: apt-get install -y redis-server")
-        }
-        Err(e) => panic!("spawn redis-server: {e}"),
-    }
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("{}", server_program::spawn_failure(&e)))
 }
 
 /// Waits until the server answers PING, and checks that the answer comes from

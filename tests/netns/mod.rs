@@ -19,6 +19,8 @@
 pub mod checker;
 pub mod procs;
 pub mod relay;
+#[path = "../common/server_program.rs"]
+pub mod server_program;
 pub mod topology;
 pub mod workload;
 
@@ -351,7 +353,7 @@ impl Harness {
                     &format!("redis {}", site.name()),
                     hosts.sites[site.index()].clone(),
                     Spec {
-                        program: "redis-server".into(),
+                        program: server_program::redis_server().into(),
                         args,
                         env: Vec::new(),
                     },
