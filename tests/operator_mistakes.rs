@@ -204,8 +204,8 @@ fn a_signed_vote_with_the_largest_term_is_refused_and_the_cluster_keeps_working(
             )
             .await
             .expect("an answer");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
+        let status = resp.status;
+        let text = String::from_utf8_lossy(&resp.body).to_string();
         assert_eq!(status, 400, "{text}");
         assert!(text.contains("out of range"), "{text}");
 
@@ -304,8 +304,8 @@ fn add_voter_with_a_nonsense_address_is_refused() {
                 )
                 .await
                 .expect("an answer");
-            let status = resp.status();
-            assert!(!status.is_success(), "{address}: {status}");
+            let status = resp.status;
+            assert!(!(200..300).contains(&status), "{address}: {status}");
         }
         let peers = peers(&c, l).await;
         assert_eq!(
@@ -363,7 +363,7 @@ fn a_forged_report_for_a_non_member_is_refused_and_makes_no_ghost_master() {
                 )
                 .await
                 .expect("an answer");
-            assert!(!resp.status().is_success(), "{}", resp.status());
+            assert!(!(200..300).contains(&resp.status), "{}", resp.status);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let after = c.state(l).await.expect("state");
