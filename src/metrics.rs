@@ -49,6 +49,8 @@ pub struct Snapshot<'a> {
     pub paused: bool,
     pub repl_offset: Option<u64>,
     pub repl_lag: Option<u64>,
+    /// The local Redis refuses the agent's credentials.
+    pub redis_unauthorized: bool,
 }
 
 const ROLES: [&str; 4] = ["master", "replica", "witness", "down"];
@@ -65,6 +67,7 @@ pub struct Metrics {
     raft_state: Family<StateLabel, Gauge>,
     is_master: Gauge,
     redis_up: Gauge,
+    redis_unauthorized: Gauge,
     epoch: Gauge,
     raft_term: Gauge,
     fenced: Gauge,
@@ -97,6 +100,7 @@ impl Metrics {
             raft_state: Family::default(),
             is_master: Gauge::default(),
             redis_up: Gauge::default(),
+            redis_unauthorized: Gauge::default(),
             epoch: Gauge::default(),
             raft_term: Gauge::default(),
             fenced: Gauge::default(),
@@ -149,6 +153,11 @@ impl Metrics {
             "1 if the local Redis answered the last probe",
             m.redis_up.clone(),
         );
+        registry.register(
+            "redis_unauthorized",
+            "1 if the local Redis refuses the agent's credentials (check --redis-password)",
+            m.redis_unauthorized.clone(),
+        );
         registry.register("epoch", "Committed master epoch", m.epoch.clone());
         registry.register("raft_term", "Current Raft term", m.raft_term.clone());
         registry.register(
@@ -190,6 +199,8 @@ impl Metrics {
         }
         self.is_master.set(i64::from(now.is_master));
         self.redis_up.set(i64::from(now.redis_up));
+        self.redis_unauthorized
+            .set(i64::from(now.redis_unauthorized));
         self.epoch.set(gauge_value(now.epoch));
         self.raft_term.set(gauge_value(now.raft_term));
         self.fenced.set(i64::from(now.fenced));
@@ -241,6 +252,7 @@ mod tests {
             paused: false,
             repl_offset: Some(1234),
             repl_lag: None,
+            redis_unauthorized: false,
         });
         for line in [
             "redis_orchestrator_failovers_total{kind=\"failover\"} 1",

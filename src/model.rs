@@ -344,6 +344,9 @@ pub struct RedisStatus {
     pub repl_offset: u64,
     /// Keys in all databases (keyspace section).
     pub keys: u64,
+    /// For a master: replicas in `state=online` (`slaveN:` lines).
+    #[serde(default)]
+    pub online_replicas: u32,
 }
 
 /// Why the local Redis could not be probed.
@@ -354,6 +357,9 @@ pub enum DownKind {
     Refused,
     /// Timeout or any other failure: the process may be hung or unreachable.
     Unreachable,
+    /// Redis answers but refuses the agent's credentials (NOAUTH, WRONGPASS, NOPERM): it is
+    /// alive, may still accept clients' writes, and the agent can neither watch nor fence it.
+    Unauthorized,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -390,6 +396,11 @@ pub struct NodeReport {
     /// `redis` was probed after that: its offset is final.
     #[serde(default)]
     pub handover_paused: bool,
+    /// For a replica following the committed master: whether that master's Redis accepted a
+    /// harmless write (`PUBLISH`) from this agent just now. `Some(false)`: it held or refused
+    /// it (paused, read-only, hung); `None`: not probed.
+    #[serde(default)]
+    pub master_accepts_writes: Option<bool>,
 }
 
 /// The coordinator's answer to a report: the contact that renews the sender's lease.

@@ -349,7 +349,7 @@ async fn stopped_server_is_unreachable_within_the_timeouts() {
 }
 
 #[tokio::test]
-async fn wrong_or_missing_password_is_unreachable() {
+async fn wrong_or_missing_password_is_an_auth_error() {
     let server = RedisServer::start_with(ServerOptions {
         requirepass: Some("right".to_string()),
         masterauth: None,
@@ -361,7 +361,7 @@ async fn wrong_or_missing_password_is_unreachable() {
         });
         let err = client.probe().await.expect_err("bad credentials");
         assert!(
-            matches!(err, RedisError::Unreachable(_)),
+            matches!(err, RedisError::Auth(_)),
             "password {password:?}: {err:?}"
         );
     }

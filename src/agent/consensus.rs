@@ -75,10 +75,16 @@ impl Consensus for RaftConsensus {
     fn facts(&self) -> RaftFacts {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
+        // A stopped core keeps its last metrics (a panic leaves them saying Leader).
+        let stopped = crate::consensus::core_failure(&self.raft).is_some();
         RaftFacts {
-            state: m.state,
+            state: if stopped {
+                ServerState::Shutdown
+            } else {
+                m.state
+            },
             term: m.current_term,
-            leader: m.current_leader,
+            leader: m.current_leader.filter(|_| !stopped),
             voters: membership.voter_ids().collect(),
             nodes: membership
                 .nodes()

@@ -218,7 +218,8 @@ impl SentinelFeed {
             voters: raft.voters.len(),
             health,
             health_age: Duration::from_millis(health_age.0),
-            stale: is_isolated(local.contact_at.map(|c| now.since(c)), self.lease),
+            stale: is_isolated(local.contact_at.map(|c| now.since(c)), self.lease)
+                || raft.state == openraft::ServerState::Shutdown,
             redis_down_after: self.redis_down_after,
             down_after: self.down_after,
             failover_timeout: self.failover_timeout,

@@ -16,7 +16,7 @@ use super::feeds::KubeFeed;
 use super::{Clock, lock, millis};
 use crate::client::SignedClient;
 use crate::decide::lease::{fence_pause, losing_writes, renewed_contact};
-use crate::decide::local::{LocalAction, LocalView, plan_local};
+use crate::decide::local::{LocalAction, LocalView, min_replicas_to_write, plan_local};
 use crate::kube::{RoleFacts, desired_role_label};
 use crate::metrics::{Metrics, PeerLabel};
 use crate::model::{
@@ -30,6 +30,9 @@ const SWITCHOVER_PROBE_INTERVAL: Duration = Duration::from_millis(20);
 /// Probe and report period while the local Redis is down, so `--redis-down-after` is
 /// measured finely instead of rounded up to the next `--probe-interval`.
 const DOWN_PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// How long a replica's write probe of its master may be held before it counts as refused.
+/// A healthy master answers a `PUBLISH` in well under a millisecond; a paused one never does.
+const WRITE_PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// What the member loop needs of the settings.
 #[derive(Clone, Debug)]
@@ -63,6 +66,10 @@ pub struct LocalState {
     pub tuned_run_id: Option<String>,
     /// The coordinator's member health from its last confirmed ack, and when it came.
     pub cluster_health: Option<(Millis, BTreeMap<NodeId, MemberHealth>)>,
+    /// What the last write probe of the committed master found (replicas only).
+    pub master_accepts_writes: Option<bool>,
+    /// `min-replicas-to-write` last set, and on which Redis process (run_id).
+    pub min_replicas_set: Option<(String, u32)>,
 }
 
 impl Default for LocalState {
@@ -83,6 +90,8 @@ impl Default for LocalState {
             last_reported: None,
             tuned_run_id: None,
             cluster_health: None,
+            master_accepts_writes: None,
+            min_replicas_set: None,
         }
     }
 }
@@ -195,11 +204,13 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
     pub async fn cycle(&mut self, report_due: bool) -> bool {
         let state = self.consensus.state();
         self.probe().await;
+        self.probe_master_writes(&state).await;
         let report = report_due || self.observation_changed();
         if report {
             self.report(&state).await;
         }
         self.reconcile(&state).await;
+        self.keep_min_replicas(&state).await;
         if let Some(kube) = &mut self.kube {
             kube.sync_master_endpoints(&state).await;
         }
@@ -256,7 +267,11 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
             }
             Err(e) => {
                 let since = *local.down_since.get_or_insert_with(|| {
-                    warn!(error = %e, "local redis is down");
+                    if e.down_kind() == DownKind::Unauthorized {
+                        warn!(error = %e, "local redis refuses this agent's credentials: fix --redis-password (or the ACL user); until then the agent can neither watch nor fence it, and the coordinator keeps it as it is");
+                    } else {
+                        warn!(error = %e, "local redis is down");
+                    }
                     now
                 });
                 local.health = RedisHealth::Down {
@@ -265,6 +280,99 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                     error: e.to_string(),
                 };
             }
+        }
+    }
+
+    /// A replica following the committed master checks that the master still takes writes:
+    /// a master whose agent fenced it (it cannot reach the coordinator) keeps its replication
+    /// link up, and only this tells the coordinator that its writes are blocked.
+    async fn probe_master_writes(&self, state: &ClusterState) {
+        let Some(redis) = &self.redis else { return };
+        let target = self.write_probe_target(state);
+        let found = match target {
+            // Not during a switchover: the master pauses on purpose, and the target must
+            // not slow down.
+            Some((host, port)) if state.switchover.is_none() => {
+                match redis
+                    .master_accepts_writes(&host, port, WRITE_PROBE_TIMEOUT)
+                    .await
+                {
+                    Ok(writable) => Some(writable),
+                    Err(e) => {
+                        debug!(error = %e, "write probe of the master failed");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let mut local = lock(&self.local);
+        if found.is_some() && found != local.master_accepts_writes {
+            match found {
+                Some(false) => warn!(
+                    master = %state.master_member().map_or("?", |m| m.name.as_str()),
+                    "the master's redis holds writes (paused or hung) although our replication link is up"
+                ),
+                _ => info!("the master's redis takes writes"),
+            }
+        }
+        local.master_accepts_writes = found;
+    }
+
+    /// The committed master's Redis address when the local Redis replicates from it with a
+    /// live link.
+    fn write_probe_target(&self, state: &ClusterState) -> Option<(String, u16)> {
+        let master = state.master.filter(|m| *m != self.config.me)?;
+        let addr = state.members.get(&master)?.redis_addr.as_deref()?;
+        let local = lock(&self.local);
+        let status = local.health.status()?;
+        let following = status.role == RedisRole::Replica
+            && status.master_link_up
+            && status
+                .master_addr
+                .as_deref()
+                .is_some_and(|a| crate::addr::same_redis_addr(a, addr));
+        let parsed = crate::addr::RedisAddr::parse(addr)?;
+        following.then_some((parsed.host, parsed.port))
+    }
+
+    /// Keep `min-replicas-to-write` on the local master as [`min_replicas_to_write`] says.
+    /// The max lag stays below `--down-after`, the least time between a Redis stopping and
+    /// a failover, so a Redis that resumes after one finds its replica too old to count.
+    async fn keep_min_replicas(&self, state: &ClusterState) {
+        let Some(redis) = &self.redis else { return };
+        let now = self.clock.now();
+        let (want, run_id, current) = {
+            let local = lock(&self.local);
+            let view = LocalView {
+                self_id: self.config.me,
+                state,
+                redis: &local.health,
+                contact_age: local.contact_at.map(|c| now.since(c)),
+                fenced: local.fenced,
+                lease: millis(self.config.lease),
+            };
+            let Some(want) = min_replicas_to_write(&view) else {
+                return;
+            };
+            let run_id = local.health.status().map(|s| s.run_id.clone());
+            (want, run_id, local.min_replicas_set.clone())
+        };
+        let Some(run_id) = run_id else { return };
+        if current.as_ref() == Some(&(run_id.clone(), want)) {
+            return;
+        }
+        let max_lag = Duration::from_secs((self.config.down_after.as_secs() / 2).max(2));
+        match redis.set_min_replicas(want, max_lag).await {
+            Ok(()) => {
+                debug!(
+                    min_replicas_to_write = want,
+                    max_lag_s = max_lag.as_secs(),
+                    "set min-replicas-to-write on the local master"
+                );
+                lock(&self.local).min_replicas_set = Some((run_id, want));
+            }
+            Err(e) => warn!(error = %e, "cannot set min-replicas-to-write on the local redis"),
         }
     }
 
@@ -285,6 +393,7 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
             redis: self.redis.is_some().then(|| local.health.clone()),
             fenced: local.fenced,
             handover_paused,
+            master_accepts_writes: local.master_accepts_writes,
         }
     }
 

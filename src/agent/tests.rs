@@ -313,6 +313,7 @@ async fn the_coordinator_elects_the_best_reporting_data_node() {
                 redis: None,
                 fenced: false,
                 handover_paused: false,
+                master_accepts_writes: None,
             },
         )
         .expect("witness report");
@@ -341,6 +342,7 @@ async fn reports_from_non_members_are_refused_and_a_removed_member_stays_removed
         redis: None,
         fenced: false,
         handover_paused: false,
+        master_accepts_writes: None,
     };
     let refused = coordinator.handle_report(&consensus.facts(), &consensus.state(), ghost);
     assert!(
@@ -355,6 +357,7 @@ async fn reports_from_non_members_are_refused_and_a_removed_member_stays_removed
         redis: None,
         fenced: false,
         handover_paused: false,
+        master_accepts_writes: None,
     };
     for name in ["a", "c"] {
         let mut r = b_report.clone();

@@ -3,11 +3,12 @@
 
 use std::time::SystemTime;
 
+use axum::http::StatusCode;
 use openraft::ServerState;
 
 use super::consensus::Consensus;
 use super::{Agent, lock};
-use crate::model::{RedisHealth, RedisRole};
+use crate::model::{DownKind, RedisHealth, RedisRole};
 use crate::wire::{ClusterView, HistoryEntry, MemberView, PeerView, RaftStatus, StateView};
 
 fn rfc3339(t: SystemTime) -> String {
@@ -26,7 +27,7 @@ fn raft_state_name(s: ServerState) -> &'static str {
 
 /// Why the agent is not ready, if it is not.
 #[derive(Debug, PartialEq, Eq)]
-pub struct NotReady(pub &'static str);
+pub struct NotReady(pub String);
 
 impl Agent {
     fn has_redis(&self) -> bool {
@@ -127,18 +128,44 @@ impl Agent {
         }
     }
 
-    /// `/ready`: registered in the committed state and a Raft leader known.
+    /// `/health` (liveness): fails only for what a restart of the agent repairs, a Raft
+    /// core that stopped.
+    pub fn health(&self) -> Result<&'static str, (StatusCode, String)> {
+        match crate::consensus::core_failure(&self.consensus.raft) {
+            None => Ok("OK"),
+            Some(why) => Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{why}; restart the agent"),
+            )),
+        }
+    }
+
+    /// `/ready`: a running Raft core, registered in the committed state, a Raft leader
+    /// known, and a local Redis that takes the agent's credentials.
     pub fn ready(&self) -> Result<(), NotReady> {
+        if let Some(why) = crate::consensus::core_failure(&self.consensus.raft) {
+            return Err(NotReady(why));
+        }
         if !self
             .consensus
             .state()
             .members
             .contains_key(&self.settings.me.id)
         {
-            return Err(NotReady("not registered in the cluster state yet"));
+            return Err(NotReady("not registered in the cluster state yet".into()));
         }
         if self.consensus.facts().leader.is_none() {
-            return Err(NotReady("no raft leader known"));
+            return Err(NotReady("no raft leader known".into()));
+        }
+        if let RedisHealth::Down {
+            kind: DownKind::Unauthorized,
+            error,
+            ..
+        } = &lock(&self.local).health
+        {
+            return Err(NotReady(format!(
+                "local redis refuses this agent's credentials (fix --redis-password): {error}"
+            )));
         }
         Ok(())
     }
@@ -238,6 +265,13 @@ impl Agent {
             paused: v.paused,
             repl_offset: v.repl_offset,
             repl_lag: lag,
+            redis_unauthorized: matches!(
+                lock(&self.local).health,
+                RedisHealth::Down {
+                    kind: DownKind::Unauthorized,
+                    ..
+                }
+            ),
         })
     }
 

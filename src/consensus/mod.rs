@@ -13,7 +13,7 @@ use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 use crate::model::{Command, CommandResponse, NodeId};
 
 pub use log_store::LogStore;
-pub use network::{PeerNetwork, RpcKind, ServeRpcError, serve_rpc};
+pub use network::{PeerNetwork, RpcKind, ServeRpcError, VoteFloor, serve_rpc, serve_rpc_guarded};
 pub use state_machine::StateMachineStore;
 
 openraft::declare_raft_types!(
@@ -28,6 +28,22 @@ openraft::declare_raft_types!(
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Why the Raft core no longer runs, if it does not: it panicked (its task ended and
+/// dropped the metrics sender), hit a storage error, or shut down. Nothing but a restart
+/// of the process brings it back, so `/health` reports it.
+pub fn core_failure(raft: &Raft) -> Option<String> {
+    let metrics = raft.metrics();
+    if metrics.has_changed().is_err() {
+        return Some("the raft core has stopped (its task ended)".to_string());
+    }
+    let m = metrics.borrow();
+    match (&m.running_state, m.state) {
+        (Err(fatal), _) => Some(format!("the raft core has stopped: {fatal}")),
+        (Ok(()), openraft::ServerState::Shutdown) => Some("the raft core is shut down".to_string()),
+        _ => None,
+    }
+}
 
 /// Short names for openraft's generic types, instantiated for [`TypeConfig`].
 pub mod typ {

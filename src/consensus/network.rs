@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 
 use super::typ::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotError, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    InstallSnapshotResponse, LogId, Vote, VoteRequest, VoteResponse,
 };
 use super::{Raft, TypeConfig};
 use crate::client::{SendError, SignedClient};
@@ -63,6 +63,8 @@ pub enum TransportError {
         addr: String,
         source: serde_json::Error,
     },
+    #[error("refused the answer from {addr}: {why}")]
+    OutOfRange { addr: String, why: String },
 }
 
 /// Creates connections to peers; clones share the signed client (its connection pool and
@@ -145,7 +147,7 @@ impl PeerConnection {
     ) -> RpcResult<Resp, E>
     where
         Req: Serialize,
-        Resp: DeserializeOwned,
+        Resp: DeserializeOwned + Bounded,
         E: std::error::Error + DeserializeOwned,
     {
         let addr = self.node.addr.as_str();
@@ -178,6 +180,14 @@ impl PeerConnection {
                     source,
                 })
             })?;
+        if let Ok(resp) = &answer {
+            resp.check_bounds().map_err(|why| {
+                network(TransportError::OutOfRange {
+                    addr: addr.to_string(),
+                    why,
+                })
+            })?;
+        }
         answer.map_err(|e| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
@@ -251,12 +261,146 @@ fn encode<T: Serialize>(answer: &T) -> Result<Vec<u8>, ServeRpcError> {
     serde_json::to_vec(answer).map_err(ServeRpcError::Encode)
 }
 
-/// Handle one authenticated Raft RPC: decode `body`, hand it to `raft`, and
-/// return the JSON of the `Result` it produced.
+/// The largest term or log index a peer may send. A real cluster never comes near it
+/// (2^48 elections at one a millisecond take nine thousand years), while a term near
+/// `u64::MAX` makes openraft's core overflow `term + 1` and stop: refused here, before
+/// anything is stored, it cannot poison a node.
+pub const MAX_TERM_OR_INDEX: u64 = 1 << 48;
+
+fn check_term(what: &str, term: u64) -> Result<(), String> {
+    if term > MAX_TERM_OR_INDEX {
+        Err(format!(
+            "{what} term {term} is out of range (max {MAX_TERM_OR_INDEX})"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_vote(what: &str, vote: &Vote) -> Result<(), String> {
+    check_term(what, vote.leader_id().get_term())
+}
+
+fn check_log_id(what: &str, log_id: Option<&LogId>) -> Result<(), String> {
+    let Some(log_id) = log_id else { return Ok(()) };
+    check_term(what, log_id.leader_id.get_term())?;
+    if log_id.index > MAX_TERM_OR_INDEX {
+        return Err(format!(
+            "{what} index {} is out of range (max {MAX_TERM_OR_INDEX})",
+            log_id.index
+        ));
+    }
+    Ok(())
+}
+
+/// Terms and indexes in a request, bounded before openraft sees them.
+pub trait Bounded {
+    fn check_bounds(&self) -> Result<(), String>;
+}
+
+impl Bounded for AppendEntriesRequest {
+    fn check_bounds(&self) -> Result<(), String> {
+        check_vote("vote", &self.vote)?;
+        check_log_id("prev_log_id", self.prev_log_id.as_ref())?;
+        check_log_id("leader_commit", self.leader_commit.as_ref())?;
+        self.entries
+            .iter()
+            .try_for_each(|e| check_log_id("entry", Some(&e.log_id)))
+    }
+}
+
+impl Bounded for VoteRequest {
+    fn check_bounds(&self) -> Result<(), String> {
+        check_vote("vote", &self.vote)?;
+        check_log_id("last_log_id", self.last_log_id.as_ref())
+    }
+}
+
+impl Bounded for InstallSnapshotRequest {
+    fn check_bounds(&self) -> Result<(), String> {
+        check_vote("vote", &self.vote)?;
+        check_log_id("snapshot last_log_id", self.meta.last_log_id.as_ref())?;
+        check_log_id(
+            "snapshot membership log_id",
+            self.meta.last_membership.log_id().as_ref(),
+        )
+    }
+}
+
+impl Bounded for AppendEntriesResponse {
+    fn check_bounds(&self) -> Result<(), String> {
+        match self {
+            AppendEntriesResponse::PartialSuccess(log_id) => {
+                check_log_id("matched", log_id.as_ref())
+            }
+            AppendEntriesResponse::HigherVote(vote) => check_vote("higher vote", vote),
+            AppendEntriesResponse::Success | AppendEntriesResponse::Conflict => Ok(()),
+        }
+    }
+}
+
+impl Bounded for VoteResponse {
+    fn check_bounds(&self) -> Result<(), String> {
+        check_vote("vote", &self.vote)?;
+        check_log_id("last_log_id", self.last_log_id.as_ref())
+    }
+}
+
+impl Bounded for InstallSnapshotResponse {
+    fn check_bounds(&self) -> Result<(), String> {
+        check_vote("vote", &self.vote)
+    }
+}
+
+fn decode_bounded<T: DeserializeOwned + Bounded>(body: &[u8]) -> Result<T, ServeRpcError> {
+    let request: T = decode(body)?;
+    request.check_bounds().map_err(ServeRpcError::BadRequest)?;
+    Ok(request)
+}
+
+/// Handle one authenticated Raft RPC: decode `body`, refuse terms and indexes out of
+/// range, hand it to `raft`, and return the JSON of the `Result` it produced.
 pub async fn serve_rpc(raft: &Raft, kind: RpcKind, body: &[u8]) -> Result<Vec<u8>, ServeRpcError> {
+    serve_rpc_guarded(raft, kind, body, &VoteFloor::default()).await
+}
+
+/// The highest term this node must not vote in: a node that lost its Raft store (wiped,
+/// replaced disk) may have voted in any term up to the cluster's term when it came back,
+/// and voting again there could elect two leaders in one term. Zero: no floor.
+#[derive(Debug, Default)]
+pub struct VoteFloor(std::sync::atomic::AtomicU64);
+
+impl VoteFloor {
+    pub fn set(&self, term: u64) {
+        self.0.store(term, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// [`serve_rpc`], refusing vote requests at or below `floor` (the candidate sees an error,
+/// as from a node that is down, and the other voters decide).
+pub async fn serve_rpc_guarded(
+    raft: &Raft,
+    kind: RpcKind,
+    body: &[u8],
+    floor: &VoteFloor,
+) -> Result<Vec<u8>, ServeRpcError> {
     match kind {
-        RpcKind::Append => encode(&raft.append_entries(decode(body)?).await),
-        RpcKind::Vote => encode(&raft.vote(decode(body)?).await),
-        RpcKind::Snapshot => encode(&raft.install_snapshot(decode(body)?).await),
+        RpcKind::Append => encode(&raft.append_entries(decode_bounded(body)?).await),
+        RpcKind::Vote => {
+            let request: VoteRequest = decode_bounded(body)?;
+            let term = request.vote.leader_id().get_term();
+            if term <= floor.get() {
+                return Err(ServeRpcError::BadRequest(format!(
+                    "not voting in term {term}: this node lost its raft store and may have voted up to term {}",
+                    floor.get()
+                )));
+            }
+            encode(&raft.vote(request).await)
+        }
+        RpcKind::Snapshot => encode(&raft.install_snapshot(decode_bounded(body)?).await),
     }
 }

@@ -90,6 +90,29 @@ pub fn plan_local(view: &LocalView<'_>) -> LocalPlan {
     }
 }
 
+/// `min-replicas-to-write` the local Redis should have now; `None` unless it is a master.
+///
+/// A master that Redis itself stops from taking writes once its replicas are gone is what
+/// covers the moments the agent cannot act: a Redis that was stopped (SIGSTOP, a long
+/// stall) while a failover was committed resumes with its replica gone, and refuses the
+/// writes queued on its sockets before its agent can demote it. So a master keeps 1 while
+/// it has a replica online, and drops to 0 only while it is the committed, quorum-confirmed
+/// master without any (a lone master still takes writes; the lease fences it if isolated).
+pub fn min_replicas_to_write(view: &LocalView<'_>) -> Option<u32> {
+    let status = view.redis.status()?;
+    if status.role != RedisRole::Master {
+        return None;
+    }
+    let confirmed = view.state.master == Some(view.self_id)
+        && view.state.master_run_id.as_deref() == Some(status.run_id.as_str())
+        && !is_isolated(view.contact_age, view.lease);
+    Some(if confirmed && status.online_replicas == 0 {
+        0
+    } else {
+        1
+    })
+}
+
 impl LocalPlan {
     fn new(actions: Vec<LocalAction>, reason: impl Into<String>) -> LocalPlan {
         LocalPlan {
@@ -232,6 +255,84 @@ fn plan_as_replica(view: &LocalView<'_>, status: &RedisStatus, master: NodeId) -
 }
 
 #[cfg(test)]
+mod min_replicas_tests {
+    use super::*;
+    use crate::model::{Member, MemberKind};
+
+    fn master(run_id: &str, online_replicas: u32) -> RedisHealth {
+        RedisHealth::Up(RedisStatus {
+            run_id: run_id.to_string(),
+            role: RedisRole::Master,
+            master_addr: None,
+            master_link_up: false,
+            repl_offset: 100,
+            keys: 1,
+            online_replicas,
+        })
+    }
+
+    #[test]
+    fn a_master_needs_a_replica_for_writes_unless_it_is_the_confirmed_master_alone() {
+        let mut state = ClusterState {
+            epoch: 3,
+            master: Some(1),
+            master_run_id: Some("run-a".into()),
+            ..ClusterState::default()
+        };
+        state.members.insert(
+            1,
+            Member {
+                name: "a".into(),
+                site: String::new(),
+                kind: MemberKind::Data,
+                redis_addr: Some("a:6379".into()),
+                api_addr: String::new(),
+                raft_addr: String::new(),
+                priority: 0,
+                no_promote: false,
+                sentinel_addr: None,
+            },
+        );
+        let replica = RedisHealth::Up(RedisStatus {
+            role: RedisRole::Replica,
+            master_addr: Some("b:6379".into()),
+            ..master("run-a", 0).status().cloned().expect("up")
+        });
+        // (self, redis, contact age, expected)
+        let cases = [
+            (1, master("run-a", 1), Some(0), Some(1)),
+            (1, master("run-a", 0), Some(0), Some(0)),
+            (1, master("run-a", 0), Some(20_000), Some(1)),
+            (1, master("run-a", 0), None, Some(1)),
+            (1, master("restarted", 0), Some(0), Some(1)),
+            (2, master("run-b", 0), Some(0), Some(1)),
+            (1, replica, Some(0), None),
+            (
+                1,
+                RedisHealth::Down {
+                    kind: crate::model::DownKind::Refused,
+                    for_ms: 0,
+                    error: String::new(),
+                },
+                Some(0),
+                None,
+            ),
+        ];
+        for (me, redis, age, want) in cases {
+            let view = LocalView {
+                self_id: me,
+                state: &state,
+                redis: &redis,
+                contact_age: age.map(Millis),
+                fenced: false,
+                lease: Millis(10_000),
+            };
+            assert_eq!(min_replicas_to_write(&view), want, "{me} {redis:?} {age:?}");
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{DownKind, Member, MemberKind};
@@ -285,6 +386,7 @@ mod tests {
             master_link_up: false,
             repl_offset: 100,
             keys: 1,
+            online_replicas: 0,
         })
     }
 
@@ -296,6 +398,7 @@ mod tests {
             master_link_up: link,
             repl_offset: 100,
             keys: 1,
+            online_replicas: 0,
         })
     }
 

@@ -171,6 +171,7 @@ mod tests {
                     redis: None,
                     fenced: false,
                     handover_paused: false,
+                    master_accepts_writes: None,
                 };
                 reports.latest.insert(
                     id,

@@ -350,6 +350,20 @@ fn judge_master(
                     ))
                 }
             }
+            Some(RedisHealth::Down {
+                kind: DownKind::Unauthorized,
+                for_ms,
+                error,
+            }) => {
+                // Its Redis answers, so it is alive and may take clients' writes, and an
+                // agent that cannot command it cannot fence it either: promoting another
+                // node would make two writable masters. Only the operator can end this.
+                Verdict::Kept(format!(
+                    "master {name}'s agent cannot command its redis for {for_ms} ms ({error}); \
+                     that redis is alive and may take writes, so it stays master until the \
+                     agent's --redis-password is fixed"
+                ))
+            }
             None => Verdict::Kept(format!("master {name} reports no redis status; keeping it")),
         };
     }
@@ -366,11 +380,24 @@ fn judge_master(
             silent.0, policy.down_after.0
         ));
     }
-    if let Some(replica) = live_replica_of(state, reports, policy, now, master, member) {
+    let links = live_links_to(state, reports, policy, now, master, member);
+    if let Some((replica, _)) = links.iter().find(|(_, writes)| *writes != Some(false)) {
         return Verdict::Kept(format!(
             "master {name} silent for {} ms but {replica} still has a live link to it; keeping it",
             silent.0
         ));
+    }
+    if let Some((replica, _)) = links.first() {
+        // Its agent fenced it (the lease ran out: it cannot reach us, e.g. a different
+        // shared secret); nobody can write there, so keeping it only keeps writes blocked.
+        return Verdict::Failed(
+            format!(
+                "master {name} silent for {} ms and its redis holds writes (seen by {replica} \
+                 through a live link): it fenced itself",
+                silent.0
+            ),
+            last_contact,
+        );
     }
     Verdict::Failed(
         format!(
@@ -381,22 +408,25 @@ fn judge_master(
     )
 }
 
-/// A data member that freshly reports a live replication link to the master: proof
-/// the master's Redis is alive and only its agent (or our path to it) is not.
-fn live_replica_of<'a>(
+/// Data members that freshly report a live replication link to the master (proof its
+/// Redis is alive and only its agent, or our path to it, is not), each with what its write
+/// probe of that master found.
+fn live_links_to<'a>(
     state: &'a ClusterState,
     reports: &Reports,
     policy: &Policy,
     now: Millis,
     master: NodeId,
     member: &Member,
-) -> Option<&'a str> {
-    let master_addr = member.redis_addr.as_deref()?;
+) -> Vec<(&'a str, Option<bool>)> {
+    let Some(master_addr) = member.redis_addr.as_deref() else {
+        return Vec::new();
+    };
     state
         .members
         .iter()
         .filter(|(id, m)| **id != master && m.kind == MemberKind::Data)
-        .find_map(|(id, m)| {
+        .filter_map(|(id, m)| {
             let received = reports
                 .latest
                 .get(id)
@@ -408,6 +438,7 @@ fn live_replica_of<'a>(
                     .master_addr
                     .as_deref()
                     .is_some_and(|a| same_redis_addr(a, master_addr));
-            sees.then_some(m.name.as_str())
+            sees.then_some((m.name.as_str(), received.report.master_accepts_writes))
         })
+        .collect()
 }

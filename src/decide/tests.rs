@@ -70,6 +70,7 @@ fn up_master(run_id: &str, offset: u64, keys: u64) -> RedisHealth {
         master_link_up: false,
         repl_offset: offset,
         keys,
+        online_replicas: 0,
     })
 }
 
@@ -82,6 +83,7 @@ fn up_replica_of(master_addr: &str, link: bool, offset: u64) -> RedisHealth {
         master_link_up: link,
         repl_offset: offset,
         keys: u64::from(offset > 0),
+        online_replicas: 0,
     })
 }
 
@@ -161,6 +163,7 @@ impl Scenario {
                     redis,
                     fenced: false,
                     handover_paused: false,
+                    master_accepts_writes: None,
                 },
                 received_at: Millis(ms),
             },
@@ -498,6 +501,71 @@ fn silent_master_fails_over_only_after_down_after_and_without_live_link() {
         d.reason,
         "master a silent for 15000 ms and no replica sees it: promoting b (offset 5000) at epoch 8"
     );
+}
+
+#[test]
+fn master_whose_agent_is_refused_by_its_redis_is_never_failed_over() {
+    // However long, and whatever the replica sees: that Redis answers, so it may take
+    // writes, and its agent can fence nothing.
+    for for_ms in [0, REDIS_DOWN_AFTER, DOWN_AFTER, 10 * DOWN_AFTER] {
+        for b_link in [true, false] {
+            let d = healthy_pair()
+                .report("a", down(DownKind::Unauthorized, for_ms))
+                .report("b", up_replica_of(&addr("a"), b_link, 5_000))
+                .decide();
+            assert_eq!(elected(&d), None, "{for_ms} {b_link}: {}", d.reason);
+            assert!(
+                d.reason.contains("cannot command its redis")
+                    && d.reason.contains("--redis-password"),
+                "{}",
+                d.reason
+            );
+        }
+    }
+}
+
+/// b reports a live link to a and what its write probe of a found.
+fn b_probed_a(s: Scenario, writes: Option<bool>) -> Scenario {
+    let mut s = s.report("b", up_replica_of(&addr("a"), true, 5_000));
+    if let Some(r) = s.reports.latest.get_mut(&id("b")) {
+        r.report.master_accepts_writes = writes;
+    }
+    s
+}
+
+#[test]
+fn silent_master_holding_writes_behind_a_live_link_fails_over_after_down_after() {
+    // (a last heard at, b's write probe of a, expected)
+    let cases = [
+        (STALE_AT, Some(false), Some(id("b"))),
+        (STALE_AT + 1, Some(false), None),
+        (STALE_AT, Some(true), None),
+        (STALE_AT, None, None),
+    ];
+    for (heard_at, writes, want) in cases {
+        let s = healthy_pair().report_at("a", Some(up_master("run-a", 5_000, 10)), heard_at);
+        let d = b_probed_a(s, writes).decide();
+        assert_eq!(
+            elected_node(&d),
+            want,
+            "{heard_at} {writes:?}: {}",
+            d.reason
+        );
+    }
+    let s = healthy_pair().report_at("a", Some(up_master("run-a", 5_000, 10)), STALE_AT);
+    assert_eq!(
+        b_probed_a(s, Some(false)).decide().reason,
+        "master a silent for 15000 ms and its redis holds writes (seen by b through a live \
+         link): it fenced itself: promoting b (offset 5000) at epoch 8"
+    );
+}
+
+#[test]
+fn a_master_that_reports_is_judged_by_its_own_report_not_the_write_probe() {
+    // A fresh report of a healthy master outranks a replica's probe (a switchover pause,
+    // a slow moment): no failover.
+    let d = b_probed_a(healthy_pair(), Some(false)).decide();
+    assert_eq!(elected(&d), None, "{}", d.reason);
 }
 
 #[test]

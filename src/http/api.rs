@@ -37,7 +37,10 @@ pub fn router(agent: Arc<Agent>, guard: SignatureGuard) -> Router {
             super::require_signature,
         ));
     Router::new()
-        .route("/health", get(|| async { "OK" }))
+        .route(
+            "/health",
+            get(|State(agent): State<Arc<Agent>>| async move { agent.health() }),
+        )
         .route("/ready", get(ready))
         .route("/master", get(master))
         .route("/replica", get(replica))

@@ -30,8 +30,15 @@ pub struct RedisClient {
     addr: String,
     connection_config: AsyncConnectionConfig,
     password: Option<String>,
+    config: RedisConfig,
     cache: Mutex<Cache>,
+    /// A client of the master this Redis replicates from, for write probes; rebuilt when
+    /// the master's address changes.
+    master: Mutex<Option<(String, Arc<RedisClient>)>>,
 }
+
+/// The channel of the write probe: nobody subscribes, so a `PUBLISH` changes nothing.
+const WRITE_PROBE_CHANNEL: &str = "__redis-orchestrator:write-probe";
 
 /// The cached connection, tagged so that a caller whose command failed only
 /// forgets the connection it used, never a newer one opened meanwhile.
@@ -52,6 +59,7 @@ struct Lease {
 impl RedisClient {
     /// Builds the client without connecting; the first call connects.
     pub fn new(config: RedisConfig) -> Result<Self, RedisError> {
+        let kept = config.clone();
         if config.host.is_empty() || config.port == 0 {
             return Err(RedisError::Unreachable(format!(
                 "invalid redis address {:?}:{}",
@@ -104,8 +112,34 @@ impl RedisClient {
             addr: addr_text,
             connection_config,
             password: config.password,
+            config: kept,
             cache: Mutex::new(Cache::default()),
+            master: Mutex::new(None),
         })
+    }
+
+    /// A client of `host:port` with our credentials, kept while the address stays the same.
+    async fn master_client(&self, host: &str, port: u16) -> Result<Arc<RedisClient>, RedisError> {
+        let addr = crate::addr::join_host_port(host, port);
+        let mut master = self.master.lock().await;
+        if let Some((known, client)) = master.as_ref()
+            && *known == addr
+        {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(RedisClient::new(RedisConfig {
+            host: host.to_string(),
+            port,
+            ..self.config.clone()
+        })?);
+        *master = Some((addr, client.clone()));
+        Ok(client)
+    }
+
+    /// Drops the cached connection, whatever its generation: a command still held on it
+    /// (paused) would delay every later one.
+    async fn forget_current(&self) {
+        self.cache.lock().await.current = None;
     }
 
     /// The cached connection, or a new one. The lock is held while connecting
@@ -274,6 +308,36 @@ impl RedisNode for RedisClient {
         self.run("CLIENT UNPAUSE", &cmd).await
     }
 
+    async fn master_accepts_writes(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<bool, RedisError> {
+        let master = self.master_client(host, port).await?;
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(WRITE_PROBE_CHANNEL).arg("probe");
+        match tokio::time::timeout(timeout, master.run::<i64>("PUBLISH", &cmd)).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(RedisError::Command(_))) => Ok(false),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                master.forget_current().await;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn set_min_replicas(&self, count: u32, max_lag: Duration) -> Result<(), RedisError> {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("SET")
+            .arg("min-replicas-to-write")
+            .arg(count)
+            .arg("min-replicas-max-lag")
+            .arg(max_lag.as_secs().max(1));
+        self.run("CONFIG SET min-replicas-to-write", &cmd).await
+    }
+
     async fn tune_replication(
         &self,
         ping_period: Duration,
@@ -292,7 +356,9 @@ impl RedisNode for RedisClient {
 /// A failure to get an answer at all: refused when nothing listens,
 /// unreachable otherwise (timeout, reset, TLS or AUTH failure while connecting).
 fn transport_error(context: &str, e: &redis::RedisError) -> RedisError {
-    if is_refused(e) {
+    if is_auth(e) {
+        RedisError::Auth(format!("{context}: {e}"))
+    } else if is_refused(e) {
         RedisError::Refused(format!("{context}: {e}"))
     } else {
         RedisError::Unreachable(format!("{context}: {e}"))
@@ -304,10 +370,17 @@ fn transport_error(context: &str, e: &redis::RedisError) -> RedisError {
 /// use this Redis at all.
 fn command_error(name: &str, e: &redis::RedisError) -> RedisError {
     match e.code() {
-        Some("NOAUTH" | "WRONGPASS") => RedisError::Unreachable(format!("{name}: {e}")),
+        _ if is_auth(e) => RedisError::Auth(format!("{name}: {e}")),
         Some(_) => RedisError::Command(format!("{name}: {e}")),
         None => transport_error(name, e),
     }
+}
+
+/// Redis answered, but not to us: a wrong or missing password, or an ACL user without the
+/// rights the agent needs. Also what redis-rs makes of a failed AUTH while connecting.
+fn is_auth(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
 }
 
 /// Whether an io::Error of kind ConnectionRefused is anywhere in the chain.
@@ -344,6 +417,7 @@ pub fn parse_info(text: &str) -> Result<RedisStatus, String> {
     let mut link_up = false;
     let mut offset = None;
     let mut keys: u64 = 0;
+    let mut online_replicas: u32 = 0;
     for line in text.lines() {
         let Some((key, value)) = line.split_once(':') else {
             continue;
@@ -371,6 +445,12 @@ pub fn parse_info(text: &str) -> Result<RedisStatus, String> {
                         .parse::<u64>()
                         .map_err(|_| format!("bad master_repl_offset {value:?}"))?,
                 );
+            }
+            replica
+                if is_replica_key(replica)
+                    && value.split(',').any(|field| field == "state=online") =>
+            {
+                online_replicas = online_replicas.saturating_add(1);
             }
             db if is_db_key(db) => {
                 let count = value
@@ -406,7 +486,14 @@ pub fn parse_info(text: &str) -> Result<RedisStatus, String> {
         master_link_up: role == RedisRole::Replica && link_up,
         repl_offset,
         keys,
+        online_replicas,
     })
+}
+
+/// `slave0`, `slave1`, ...: one replica of a master.
+fn is_replica_key(key: &str) -> bool {
+    key.strip_prefix("slave")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `db0`, `db15`, ...: a keyspace line.
@@ -508,6 +595,7 @@ mod tests {
                 master_link_up: false,
                 repl_offset: 1234,
                 keys: 7,
+                online_replicas: 1,
             }
         );
     }
@@ -537,6 +625,7 @@ mod tests {
                 master_link_up: true,
                 repl_offset: 14,
                 keys: 1,
+                online_replicas: 0,
             }
         );
     }
@@ -591,13 +680,19 @@ mod tests {
             command_error("REPLICAOF", &reply("ERR")),
             RedisError::Command(_)
         ));
-        assert!(matches!(
-            command_error("INFO", &reply("NOAUTH")),
-            RedisError::Unreachable(_)
+        for code in ["NOAUTH", "WRONGPASS", "NOPERM"] {
+            assert!(
+                matches!(command_error("INFO", &reply(code)), RedisError::Auth(_)),
+                "{code}"
+            );
+        }
+        let failed_auth = redis::RedisError::from((
+            redis::ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
         ));
         assert!(matches!(
-            command_error("INFO", &reply("WRONGPASS")),
-            RedisError::Unreachable(_)
+            transport_error("connect", &failed_auth),
+            RedisError::Auth(_)
         ));
     }
 

@@ -22,6 +22,12 @@ pub struct FakeState {
     pub failing: Option<RedisError>,
     /// Every command received, `INFO` included, in order.
     pub commands: Vec<String>,
+    /// What a write probe of the master this one replicates from finds (not recorded in
+    /// `commands`: it goes to another Redis).
+    pub master_writable: bool,
+    /// `min-replicas-to-write` as last set (not recorded in `commands`: a setting the
+    /// agent keeps in line every cycle, not a role change).
+    pub min_replicas: u32,
 }
 
 /// Cheap to clone; clones share one state.
@@ -42,6 +48,8 @@ impl FakeRedis {
                 paused: None,
                 failing: None,
                 commands: Vec::new(),
+                master_writable: true,
+                min_replicas: 0,
             })),
         }
     }
@@ -102,6 +110,7 @@ impl RedisNode for FakeRedis {
             master_link_up: s.role == RedisRole::Replica && s.link_up,
             repl_offset: s.offset,
             keys: 0,
+            online_replicas: 0,
         })
     }
 
@@ -140,6 +149,24 @@ impl RedisNode for FakeRedis {
     async fn unpause(&self) -> Result<(), RedisError> {
         let mut s = self.command("CLIENT UNPAUSE".into())?;
         s.paused = None;
+        Ok(())
+    }
+
+    async fn master_accepts_writes(
+        &self,
+        _host: &str,
+        _port: u16,
+        _timeout: Duration,
+    ) -> Result<bool, RedisError> {
+        Ok(self.lock().master_writable)
+    }
+
+    async fn set_min_replicas(&self, count: u32, _max_lag: Duration) -> Result<(), RedisError> {
+        let mut s = self.lock();
+        if let Some(e) = &s.failing {
+            return Err(e.clone());
+        }
+        s.min_replicas = count;
         Ok(())
     }
 

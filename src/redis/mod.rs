@@ -17,6 +17,9 @@ pub enum RedisError {
     /// Timed out, reset, TLS or auth failure: the process may be alive.
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// Redis refused our credentials (NOAUTH, WRONGPASS, NOPERM): alive, but not ours to command.
+    #[error("redis refuses the agent's credentials (check --redis-password): {0}")]
+    Auth(String),
     /// Redis answered with an error to a command.
     #[error("command failed: {0}")]
     Command(String),
@@ -26,6 +29,7 @@ impl RedisError {
     pub fn down_kind(&self) -> DownKind {
         match self {
             RedisError::Refused(_) => DownKind::Refused,
+            RedisError::Auth(_) => DownKind::Unauthorized,
             RedisError::Unreachable(_) | RedisError::Command(_) => DownKind::Unreachable,
         }
     }
@@ -54,6 +58,22 @@ pub trait RedisNode: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), RedisError>> + Send;
     /// `CLIENT UNPAUSE`.
     fn unpause(&self) -> impl Future<Output = Result<(), RedisError>> + Send;
+    /// Whether the Redis at `host:port` (the master this one replicates from, reached with
+    /// the same credentials) takes a harmless write within `timeout`: `PUBLISH` on a channel
+    /// of ours, which `CLIENT PAUSE WRITE` holds like any write. `Ok(false)`: held or
+    /// refused; `Err`: not reached at all.
+    fn master_accepts_writes(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<bool, RedisError>> + Send;
+    /// `CONFIG SET min-replicas-to-write <count> min-replicas-max-lag <s>` (whole seconds).
+    fn set_min_replicas(
+        &self,
+        count: u32,
+        max_lag: Duration,
+    ) -> impl Future<Output = Result<(), RedisError>> + Send;
     /// `CONFIG SET repl-ping-replica-period <s> repl-timeout <s>` (whole seconds).
     fn tune_replication(
         &self,

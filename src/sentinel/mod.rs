@@ -636,6 +636,7 @@ mod tests {
             master_link_up: true,
             repl_offset: 42,
             keys: 0,
+            online_replicas: 0,
         };
         let report = |node, redis| ReceivedReport {
             report: NodeReport {
@@ -644,6 +645,7 @@ mod tests {
                 redis,
                 fenced: false,
                 handover_paused: false,
+                master_accepts_writes: None,
             },
             received_at: Millis(1000),
         };

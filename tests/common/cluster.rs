@@ -62,6 +62,11 @@ impl Node {
         self.redis.as_mut().expect("data node has a redis")
     }
 
+    /// Its `--raft-data-dir` (created by the agent if missing).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
@@ -77,6 +82,11 @@ pub struct Cluster {
 impl Cluster {
     /// Start both redis-servers (not the agents).
     pub fn new() -> Cluster {
+        Cluster::with_redis(super::ServerOptions::default())
+    }
+
+    /// Start both redis-servers with `options` (say, a password), not the agents.
+    pub fn with_redis(options: super::ServerOptions) -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
@@ -85,7 +95,7 @@ impl Cluster {
                 name: name.to_string(),
                 raft_port: free_port(),
                 api_port: free_port(),
-                redis: data.then(RedisServer::start),
+                redis: data.then(|| RedisServer::start_with(options.clone())),
                 secret: SECRET.to_string(),
                 extra_args: Vec::new(),
                 data_dir: dir.path().join(name),
