@@ -400,7 +400,9 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
     async fn report(&self, state: &ClusterState) {
         let report = self.build_report(state);
         let sent_at = self.clock.now();
-        let timeout = (self.config.lease / 2).min(Duration::from_secs(1));
+        // A report to a leader that is gone blocks this cycle until the timeout; keep that
+        // short against the lease, so the report to its successor comes in time.
+        let timeout = (self.config.lease / 4).min(Duration::from_secs(1));
         match self.sink.deliver(report, timeout).await {
             Ok(ack) => {
                 let mut local = lock(&self.local);
