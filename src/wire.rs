@@ -144,12 +144,6 @@ pub struct PodSummary {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub node: NodeId,
-    /// Whether the answering agent holds a Raft membership (is part of a formed cluster).
-    #[serde(default)]
-    pub initialized: bool,
-    /// Its current Raft term.
-    #[serde(default)]
-    pub term: u64,
 }
 
 /// Decode a request body that must be one JSON object (an empty body means defaults).

@@ -94,11 +94,7 @@ async fn start_cluster(secrets: &[&[u8]]) -> Vec<TestNode> {
         // The production peer router, served over the bare Raft node.
         let peer = RaftPeer {
             raft: raft.clone(),
-            hello: Hello {
-                node: id,
-                initialized: false,
-                term: 0,
-            },
+            hello: Hello { node: id },
         };
         let guard = SignatureGuard {
             verifier: Some(Arc::new(Verifier::new(secret))),

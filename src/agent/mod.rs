@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use crate::auth::Verifier;
 use crate::client::{SendError, SignedClient};
 use crate::config::Settings;
-use crate::consensus::network::{PeerNetwork, RpcKind, ServeRpcError};
+use crate::consensus::network::{PeerNetwork, RpcKind, ServeRpcError, serve_rpc};
 use crate::consensus::{Raft, open_storage};
 use crate::decide::Policy;
 use crate::kube::ClusterApi;
@@ -132,7 +132,6 @@ impl OperatorRequest {
 pub struct Agent {
     settings: Arc<Settings>,
     consensus: Arc<RaftConsensus>,
-    vote_floor: crate::consensus::VoteFloor,
     coordinator: Arc<Coordinator>,
     local: Arc<Mutex<LocalState>>,
     metrics: Arc<Metrics>,
@@ -179,12 +178,6 @@ impl Agent {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        // An empty store may be a lost one: vote in nothing until `bootstrap` has asked the
-        // peers (peer RPCs can arrive before it runs).
-        let vote_floor = crate::consensus::VoteFloor::default();
-        if !raft.is_initialized().await.unwrap_or(true) {
-            vote_floor.set(u64::MAX);
-        }
         let clock = Clock::start();
         let metrics = Arc::new(Metrics::new());
         let policy = Policy {
@@ -203,7 +196,6 @@ impl Agent {
                 raft,
                 state_machine,
             }),
-            vote_floor,
             local: Arc::new(Mutex::new(LocalState::default())),
             metrics,
             kube,
@@ -289,9 +281,6 @@ impl Agent {
     /// so any start order forms exactly one cluster.
     async fn bootstrap(&self) {
         let raft = &self.consensus.raft;
-        if self.vote_floor.get() == u64::MAX && self.recover_lost_store().await {
-            return;
-        }
         match raft.is_initialized().await {
             Ok(true) => {
                 info!("raft state found on disk; rejoining the cluster");
@@ -303,7 +292,6 @@ impl Agent {
                 return;
             }
         }
-
         let members: BTreeMap<NodeId, BasicNode> = self
             .settings
             .peers
@@ -361,18 +349,14 @@ impl Agent {
 
     /// `POST /hello` on the peer port.
     pub fn hello(&self) -> Hello {
-        let facts = self.consensus.facts();
         Hello {
             node: self.settings.me.id,
-            initialized: !facts.voters.is_empty(),
-            term: facts.term,
         }
     }
 
     /// One authenticated Raft RPC from a peer.
     pub async fn serve_raft(&self, kind: RpcKind, body: &[u8]) -> Result<Vec<u8>, ServeRpcError> {
-        crate::consensus::serve_rpc_guarded(&self.consensus.raft, kind, body, &self.vote_floor)
-            .await
+        serve_rpc(&self.consensus.raft, kind, body).await
     }
 
     /// Serve an operator request here if this agent coordinates, else forward it (signed
@@ -415,66 +399,7 @@ impl Agent {
         }
     }
 
-    /// The store was empty at start: if peers hold a cluster it may have been lost, so refuse
-    /// to vote or campaign in any term this node may have voted in before, and never
-    /// bootstrap (true). Else it is a new node of a new cluster (false).
-    async fn recover_lost_store(&self) -> bool {
-        let raft = &self.consensus.raft;
-        if let Some(term) = self.cluster_term_of_peers().await {
-            // Our store is empty but the cluster exists: it was wiped or lost. Bootstrapping
-            // would forget nothing useful, but voting again could: refuse votes up to a
-            // term past any we may have cast, and let the leader replicate the log to us.
-            let floor = term.saturating_add(2);
-            self.vote_floor.set(floor);
-            // Our own candidacy would vote for ourselves in such a term too.
-            raft.runtime_config().elect(false);
-            let raft = raft.clone();
-            tokio::spawn(async move {
-                let mut metrics = raft.metrics();
-                while metrics.borrow().current_term <= floor {
-                    if metrics.changed().await.is_err() {
-                        return;
-                    }
-                }
-                raft.runtime_config().elect(true);
-                info!(
-                    term = floor.saturating_add(1),
-                    "the cluster is past every term this node may have voted in: it campaigns again"
-                );
-            });
-            warn!(
-                cluster_term = term,
-                refusing_votes_up_to = floor,
-                data_dir = %self.settings.raft_data_dir.display(),
-                "no raft state under --raft-data-dir, but peers hold a cluster: this node is new to it or lost its store (wiped, new disk); not bootstrapping, not voting or campaigning up to that term, waiting for the leader to replicate the log (it rejoins as the member it is)"
-            );
-            true
-        } else {
-            self.vote_floor.set(0);
-            false
-        }
-    }
-
-    /// The highest term among the peers that answer `/hello` as members of a formed
-    /// cluster; `None` when none does (all new, or none reachable yet).
-    async fn cluster_term_of_peers(&self) -> Option<u64> {
-        let me = self.settings.me.id;
-        let mut term = None;
-        for peer in self.settings.peers.iter().filter(|p| p.id != me) {
-            if let Ok(hello) = self.hello_of(&peer.addr).await
-                && hello.initialized
-            {
-                term = term.max(Some(hello.term));
-            }
-        }
-        term
-    }
-
     async fn say_hello(&self, addr: &str) -> Result<NodeId, String> {
-        self.hello_of(addr).await.map(|h| h.node)
-    }
-
-    async fn hello_of(&self, addr: &str) -> Result<Hello, String> {
         let answer = self
             .client
             .call(
@@ -486,7 +411,9 @@ impl Agent {
             )
             .await
             .map_err(|e| e.to_string())?;
-        serde_json::from_slice::<Hello>(&answer).map_err(|e| format!("unreadable hello: {e}"))
+        serde_json::from_slice::<Hello>(&answer)
+            .map(|h| h.node)
+            .map_err(|e| format!("unreadable hello: {e}"))
     }
 
     async fn forward(&self, request: &OperatorRequest) -> Result<serde_json::Value, OperatorError> {

@@ -13,7 +13,7 @@ use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 use crate::model::{Command, CommandResponse, NodeId};
 
 pub use log_store::LogStore;
-pub use network::{PeerNetwork, RpcKind, ServeRpcError, VoteFloor, serve_rpc, serve_rpc_guarded};
+pub use network::{PeerNetwork, RpcKind, ServeRpcError, serve_rpc};
 pub use state_machine::StateMachineStore;
 
 openraft::declare_raft_types!(

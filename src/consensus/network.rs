@@ -361,46 +361,9 @@ fn decode_bounded<T: DeserializeOwned + Bounded>(body: &[u8]) -> Result<T, Serve
 /// Handle one authenticated Raft RPC: decode `body`, refuse terms and indexes out of
 /// range, hand it to `raft`, and return the JSON of the `Result` it produced.
 pub async fn serve_rpc(raft: &Raft, kind: RpcKind, body: &[u8]) -> Result<Vec<u8>, ServeRpcError> {
-    serve_rpc_guarded(raft, kind, body, &VoteFloor::default()).await
-}
-
-/// The highest term this node must not vote in: a node that lost its Raft store (wiped,
-/// replaced disk) may have voted in any term up to the cluster's term when it came back,
-/// and voting again there could elect two leaders in one term. Zero: no floor.
-#[derive(Debug, Default)]
-pub struct VoteFloor(std::sync::atomic::AtomicU64);
-
-impl VoteFloor {
-    pub fn set(&self, term: u64) {
-        self.0.store(term, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-/// [`serve_rpc`], refusing vote requests at or below `floor` (the candidate sees an error,
-/// as from a node that is down, and the other voters decide).
-pub async fn serve_rpc_guarded(
-    raft: &Raft,
-    kind: RpcKind,
-    body: &[u8],
-    floor: &VoteFloor,
-) -> Result<Vec<u8>, ServeRpcError> {
     match kind {
         RpcKind::Append => encode(&raft.append_entries(decode_bounded(body)?).await),
-        RpcKind::Vote => {
-            let request: VoteRequest = decode_bounded(body)?;
-            let term = request.vote.leader_id().get_term();
-            if term <= floor.get() {
-                return Err(ServeRpcError::BadRequest(format!(
-                    "not voting in term {term}: this node lost its raft store and may have voted up to term {}",
-                    floor.get()
-                )));
-            }
-            encode(&raft.vote(request).await)
-        }
+        RpcKind::Vote => encode(&raft.vote(decode_bounded(body)?).await),
         RpcKind::Snapshot => encode(&raft.install_snapshot(decode_bounded(body)?).await),
     }
 }
