@@ -145,6 +145,20 @@ fn member_loop<S: ReportSink>(
     }
 }
 
+/// Node a's member loop, its reports answered by a confirmed coordinator at epoch 1.
+fn node_a(
+    state: ClusterState,
+    redis: &FakeRedis,
+) -> (MemberLoop<FakeRedis, FakeConsensus, Scripted>, Scripted) {
+    let (consensus, _) = coordinator("c", state);
+    let sink = Scripted::default();
+    sink.answer(confirmed(1));
+    (
+        member_loop("a", redis.clone(), consensus, sink.clone()),
+        sink,
+    )
+}
+
 /// Cycle (reporting every time) for `total`, one probe interval at a time.
 async fn run_for<S: ReportSink>(m: &mut MemberLoop<FakeRedis, FakeConsensus, S>, total: Duration) {
     let mut left = total;
@@ -162,11 +176,8 @@ fn paused(redis: &FakeRedis) -> bool {
 
 #[tokio::test(start_paused = true)]
 async fn an_isolated_master_fences_at_the_lease_and_not_before() {
-    let (consensus, _) = coordinator("c", cluster("a", "run-a"));
     let redis = FakeRedis::master("run-a");
-    let sink = Scripted::default();
-    sink.answer(confirmed(1));
-    let mut m = member_loop("a", redis.clone(), consensus, sink.clone());
+    let (mut m, sink) = node_a(cluster("a", "run-a"), &redis);
     m.cycle(true).await;
     assert!(
         !paused(&redis),
@@ -186,11 +197,8 @@ async fn an_isolated_master_fences_at_the_lease_and_not_before() {
 
 #[tokio::test(start_paused = true)]
 async fn an_ack_from_a_newer_epoch_does_not_renew_the_lease() {
-    let (consensus, _) = coordinator("c", cluster("a", "run-a"));
     let redis = FakeRedis::master("run-a");
-    let sink = Scripted::default();
-    sink.answer(confirmed(1));
-    let mut m = member_loop("a", redis.clone(), consensus, sink.clone());
+    let (mut m, sink) = node_a(cluster("a", "run-a"), &redis);
     m.cycle(true).await;
     // The coordinator has moved on to epoch 2 (maybe our successor); we have not seen it.
     sink.answer(confirmed(2));
@@ -203,11 +211,8 @@ async fn an_ack_from_a_newer_epoch_does_not_renew_the_lease() {
 
 #[tokio::test(start_paused = true)]
 async fn demotion_comes_before_unpause() {
-    let (consensus, _) = coordinator("c", cluster("b", "run-b"));
     let redis = FakeRedis::master("run-a");
-    let sink = Scripted::default();
-    sink.answer(confirmed(1));
-    let mut m = member_loop("a", redis.clone(), consensus, sink);
+    let (mut m, _sink) = node_a(cluster("b", "run-b"), &redis);
     m.cycle(true).await;
     let changes: Vec<String> = redis
         .changes()
@@ -225,11 +230,8 @@ async fn demotion_comes_before_unpause() {
 
 #[tokio::test(start_paused = true)]
 async fn no_redis_command_when_everything_is_already_right() {
-    let (consensus, _) = coordinator("c", cluster("a", "run-a"));
     let redis = FakeRedis::master("run-a");
-    let sink = Scripted::default();
-    sink.answer(confirmed(1));
-    let mut m = member_loop("a", redis.clone(), consensus, sink);
+    let (mut m, _sink) = node_a(cluster("a", "run-a"), &redis);
     m.cycle(true).await;
     redis.clear_commands();
     run_for(&mut m, Duration::from_secs(2)).await;
@@ -239,11 +241,8 @@ async fn no_redis_command_when_everything_is_already_right() {
 
 #[tokio::test(start_paused = true)]
 async fn a_replica_follows_the_committed_master_once() {
-    let (consensus, _) = coordinator("c", cluster("b", "run-b"));
     let redis = FakeRedis::replica_of("run-a", "old:6379");
-    let sink = Scripted::default();
-    sink.answer(confirmed(1));
-    let mut m = member_loop("a", redis.clone(), consensus, sink);
+    let (mut m, _sink) = node_a(cluster("b", "run-b"), &redis);
     run_for(&mut m, Duration::from_secs(1)).await;
     let replicaof: Vec<String> = redis
         .changes()
@@ -255,12 +254,9 @@ async fn a_replica_follows_the_committed_master_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_restarted_master_is_fenced_not_trusted() {
-    let (consensus, _) = coordinator("c", cluster("a", "run-a"));
     // Same node, another process: it may have come back empty.
     let redis = FakeRedis::master("run-a-restarted");
-    let sink = Scripted::default();
-    sink.answer(confirmed(1));
-    let mut m = member_loop("a", redis.clone(), consensus, sink);
+    let (mut m, _sink) = node_a(cluster("a", "run-a"), &redis);
     m.cycle(true).await;
     assert!(paused(&redis));
     assert!(!redis.changes().iter().any(|c| c.contains("UNPAUSE")));
@@ -268,16 +264,13 @@ async fn a_restarted_master_is_fenced_not_trusted() {
 
 #[tokio::test(start_paused = true)]
 async fn a_redis_that_refuses_auth_is_reported_with_the_reason() {
-    let (consensus, _) = coordinator("c", cluster("a", "run-a"));
     let redis = FakeRedis::master("run-a");
     redis.with(|s| {
         s.failing = Some(RedisError::Unreachable(
             "INFO: WRONGPASS invalid username-password pair".into(),
         ))
     });
-    let sink = Scripted::default();
-    sink.answer(confirmed(1));
-    let mut m = member_loop("a", redis.clone(), consensus, sink.clone());
+    let (mut m, sink) = node_a(cluster("a", "run-a"), &redis);
     m.cycle(true).await;
     let sent = lock(&sink.sent).clone();
     let Some(RedisHealth::Down { error, .. }) = sent.last().and_then(|r| r.redis.clone()) else {
@@ -483,11 +476,8 @@ fn kube_feed(
 async fn a_confirmed_promotion_is_labelled_master_in_the_same_cycle() {
     use crate::kube::testing::Call;
     use crate::model::RedisRole::{Master, Replica};
-    let (consensus, _) = coordinator("c", cluster("a", "run-a"));
     let redis = FakeRedis::replica_of("run-a", "b:6379");
-    let sink = Scripted::default();
-    sink.answer(confirmed(1));
-    let mut m = member_loop("a", redis.clone(), consensus, sink);
+    let (mut m, _sink) = node_a(cluster("a", "run-a"), &redis);
     let (kube, feed) = kube_feed("a");
     m.kube = Some(feed);
     m.cycle(true).await;
@@ -518,11 +508,8 @@ async fn a_confirmed_promotion_is_labelled_master_in_the_same_cycle() {
 #[tokio::test(start_paused = true)]
 async fn a_failing_label_write_is_backed_off_and_never_holds_back_the_fence() {
     use crate::kube::testing::Call;
-    let (consensus, _) = coordinator("c", cluster("a", "run-a"));
     let redis = FakeRedis::master("run-a");
-    let sink = Scripted::default();
-    sink.answer(confirmed(1));
-    let mut m = member_loop("a", redis.clone(), consensus, sink.clone());
+    let (mut m, sink) = node_a(cluster("a", "run-a"), &redis);
     let (kube, feed) = kube_feed("a");
     m.kube = Some(feed);
     for _ in 0..1000 {
