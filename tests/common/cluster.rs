@@ -76,6 +76,8 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub peers: String,
     pub api: ApiClient,
+    /// The agents' timing flags, [`TIMING`] unless a test replaces one.
+    pub timing: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -114,6 +116,7 @@ impl Cluster {
             nodes,
             peers,
             api,
+            timing: TIMING.iter().map(|a| a.to_string()).collect(),
             dir,
         }
     }
@@ -122,8 +125,16 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// Replace the timing flag `--name=...` of every agent started from now on.
+    pub fn set_timing(&mut self, name: &str, value: &str) {
+        let prefix = format!("{name}=");
+        self.timing.retain(|a| !a.starts_with(&prefix));
+        self.timing.push(format!("{name}={value}"));
+    }
+
     pub fn start_agent(&mut self, i: usize) {
         let peers = self.peers.clone();
+        let timing = self.timing.clone();
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "{} already running", node.name);
         let log = std::fs::OpenOptions::new()
@@ -140,7 +151,7 @@ impl Cluster {
             .arg(format!("--site={}", node.name))
             .arg(format!("--node-name={}", node.name))
             .arg("--election-mode=raft")
-            .args(TIMING)
+            .args(&timing)
             .args(&node.extra_args)
             .env("SHARED_SECRET", &node.secret)
             .env("RUST_LOG", "info,openraft=warn")
