@@ -216,6 +216,7 @@ fn primary_and_replica() -> (RedisServer, RedisServer) {
     let options = ServerOptions {
         requirepass: Some(PASSWORD.to_string()),
         masterauth: Some(PASSWORD.to_string()),
+        ..Default::default()
     };
     let primary = RedisServer::start_with(options.clone());
     let replica = RedisServer::start_with(options);

@@ -87,8 +87,10 @@ impl Cluster {
         Cluster::with_redis(super::ServerOptions::default())
     }
 
-    /// Start both redis-servers with `options` (say, a password), not the agents.
-    pub fn with_redis(options: super::ServerOptions) -> Cluster {
+    /// Start both redis-servers with `options` (say, a password), not the agents; as the
+    /// deployment does, with `min-replicas-to-write 1` unless the options say otherwise.
+    pub fn with_redis(mut options: super::ServerOptions) -> Cluster {
+        options.min_replicas_to_write.get_or_insert(1);
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
