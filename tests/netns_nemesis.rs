@@ -542,6 +542,9 @@ fn run_system(system: System, seed: u64, steps: Vec<Step>, wipe: bool) -> Summar
                 .heal(active)
                 .await
                 .unwrap_or_else(|e| panic!("heal {label}: {e}"));
+            h.supervise()
+                .await
+                .unwrap_or_else(|e| panic!("supervise: {e}"));
             let converged = h.wait_converged(CONVERGE).await;
             let converged_after = converged.as_ref().ok().map(|(_, took)| *took);
             let line = match &converged {

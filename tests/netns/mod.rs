@@ -789,7 +789,6 @@ impl Harness {
             }
             Fault::Isolate(_) | Fault::CutDataSites | Fault::RestartRedisEmpty(_) => {}
         }
-        self.supervise().await?;
         Ok(self.history.event(EventKind::Heal, active.fault.label()))
     }
 
