@@ -249,6 +249,10 @@ struct Outcome {
     settled_at: Duration,
     /// From the heal to a settled cluster; `None`: not within the bound.
     converged_after: Option<Duration>,
+    /// Acknowledged writes that vanished across this fault: the master's key count before,
+    /// plus the writes acknowledged since, minus its key count once settled (writes still
+    /// in flight at either count make this off by a few).
+    vanished: u64,
 }
 
 #[derive(Default)]
@@ -260,6 +264,7 @@ struct KindRow {
     max_converge: Duration,
     not_converged: usize,
     lost: usize,
+    vanished: u64,
     overlap_acks: usize,
 }
 
@@ -302,11 +307,12 @@ fn table(
         let within = |t: Duration| t >= o.injected_at && t < o.settled_at;
         row.lost += report.lost.iter().filter(|a| within(a.at)).count();
         row.overlap_acks += report.overlap_acks.iter().filter(|t| within(**t)).count();
+        row.vanished += o.vanished;
     }
     let line = |out: &mut String, kind: &str, r: &KindRow| {
         let _ = writeln!(
             out,
-            "{:<22} {:>5} {:>7} {:>9} {:>9} {:>12} {:>8} {:>10} {:>8}",
+            "{:<22} {:>5} {:>7} {:>9} {:>9} {:>12} {:>8} {:>10} {:>9} {:>8}",
             kind,
             r.count,
             r.skipped,
@@ -315,13 +321,14 @@ fn table(
             r.max_converge.as_millis(),
             r.not_converged,
             r.lost,
+            r.vanished,
             r.overlap_acks
         );
     };
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<22} {:>5} {:>7} {:>9} {:>9} {:>12} {:>8} {:>10} {:>8}",
+        "{:<22} {:>5} {:>7} {:>9} {:>9} {:>12} {:>8} {:>10} {:>9} {:>8}",
         "fault kind",
         "count",
         "skipped",
@@ -330,6 +337,7 @@ fn table(
         "max converge",
         "no conv",
         "lost acks",
+        "vanished",
         "dual acks"
     );
     let mut total = KindRow::default();
@@ -342,13 +350,16 @@ fn table(
         total.max_converge = total.max_converge.max(r.max_converge);
         total.not_converged += r.not_converged;
         total.lost += r.lost;
+        total.vanished += r.vanished;
         total.overlap_acks += r.overlap_acks;
     }
     line(&mut out, "total", &total);
     let _ = writeln!(
         out,
         "(ms; max gap: longest time without an acknowledged write from the fault to convergence; \
-         dual acks: writes acknowledged by the outgoing master while two acknowledged)"
+         lost acks: acknowledged during the fault's time and missing at the end; vanished: \
+         acknowledged writes the master lost across the fault, from its key counts; dual acks: \
+         writes acknowledged by the outgoing master while two acknowledged)"
     );
     out
 }
@@ -483,6 +494,8 @@ fn run_system(system: System, seed: u64, steps: Vec<Step>, wipe: bool) -> Summar
         let mut skipped: BTreeMap<&'static str, usize> = BTreeMap::new();
         let mut stopped_early = None;
         let tag = system.name();
+        let mut keys = h.dbsize(master).await.unwrap_or_default();
+        let mut acks_counted = h.history.ack_count();
         for (i, step) in steps.iter().enumerate() {
             let n = i + 1;
             h.supervise()
@@ -558,8 +571,19 @@ fn run_system(system: System, seed: u64, steps: Vec<Step>, wipe: bool) -> Summar
                 }
                 Err(_) => format!("NOT converged within {} ms", CONVERGE.as_millis()),
             };
+            let now_master = converged.as_ref().map_or(master, |(m, _)| *m);
+            let acks_now = h.history.ack_count();
+            let keys_now = h.dbsize(now_master).await.unwrap_or_default();
+            let written = u64::try_from(acks_now - acks_counted).unwrap_or(u64::MAX);
+            let vanished = (keys + written).saturating_sub(keys_now);
+            (keys, acks_counted) = (keys_now, acks_now);
+            let vanished_note = if vanished > 0 {
+                format!("; {vanished} acknowledged writes vanished")
+            } else {
+                String::new()
+            };
             println!(
-                "[{tag} {n:>3}/{planned}] {:>8.1}s {label} for {} ms{note}: {line}",
+                "[{tag} {n:>3}/{planned}] {:>8.1}s {label} for {} ms{note}: {line}; master has {keys_now} keys{vanished_note}",
                 injected_at.as_secs_f64(),
                 held.as_millis()
             );
@@ -569,6 +593,7 @@ fn run_system(system: System, seed: u64, steps: Vec<Step>, wipe: bool) -> Summar
                 healed_at,
                 settled_at: h.history.now(),
                 converged_after,
+                vanished,
             });
             master = match converged {
                 Ok((m, _)) => {

@@ -930,6 +930,18 @@ impl Harness {
         Ok(())
     }
 
+    /// Keys in a site's Redis (`DBSIZE`), `None` when it does not answer.
+    pub async fn dbsize(&self, site: Site) -> Option<u64> {
+        let mut conn = workload::connect(
+            &format!("{}:{REDIS_PORT}", site.lan()),
+            self.redis_password.as_deref(),
+            Duration::from_secs(2),
+        )
+        .await
+        .ok()?;
+        redis::cmd("DBSIZE").query_async(&mut conn).await.ok()
+    }
+
     /// Acknowledged writes that the Redis of `master` does not have.
     pub async fn lost_acks(&self, master: Site) -> Result<Vec<Ack>, String> {
         let acks = self.history.snapshot().acks;

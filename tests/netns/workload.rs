@@ -166,6 +166,11 @@ impl History {
         self.lock().rounds.last().cloned()
     }
 
+    /// How many writes have been acknowledged so far.
+    pub fn ack_count(&self) -> usize {
+        self.lock().acks.len()
+    }
+
     /// Acknowledged writes per node since `from`.
     pub fn acks_since(&self, from: Duration) -> Vec<Ack> {
         self.lock()
