@@ -145,6 +145,7 @@ async fn replicate_from_sets_masterauth_for_a_password_protected_master() {
     let options = ServerOptions {
         requirepass: Some(ODD_PASSWORD.to_string()),
         masterauth: None,
+        ..Default::default()
     };
     let master = RedisServer::start_with(options.clone());
     let replica = RedisServer::start_with(options);
@@ -222,10 +223,12 @@ async fn demote_closes_normal_and_pubsub_clients_but_keeps_its_own_connection() 
     let old_master = RedisServer::start_with(ServerOptions {
         requirepass: Some(ODD_PASSWORD.to_string()),
         masterauth: None,
+        ..Default::default()
     });
     let new_master = RedisServer::start_with(ServerOptions {
         requirepass: Some(ODD_PASSWORD.to_string()),
         masterauth: None,
+        ..Default::default()
     });
     let client = client(old_master.config());
     let before = probe(&client).await;
@@ -382,6 +385,7 @@ async fn wrong_or_missing_password_is_an_auth_error() {
     let server = RedisServer::start_with(ServerOptions {
         requirepass: Some("right".to_string()),
         masterauth: None,
+        ..Default::default()
     });
     for password in [Some("wrong".to_string()), None] {
         let client = client(RedisConfig {

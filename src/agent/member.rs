@@ -197,13 +197,15 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
     /// while it is down or in a switchover, and otherwise as a keep-alive that renews the
     /// lease well before it runs out.
     pub async fn run(mut self) {
+        let keep_alive = keep_alive_interval(self.config.lease);
         let interval = if self.redis.is_some() {
             self.config.probe_interval
         } else {
-            // A witness only reports to register and be seen; it has no Redis to watch.
-            self.config.probe_interval.max(Duration::from_secs(1))
+            // A witness has no Redis to watch: it only reports, to register, to renew the
+            // contact its Sentinel view's freshness rests on, and to be seen.
+            keep_alive
         };
-        let keep_alive = keep_alive_interval(self.config.lease).max(interval);
+        let keep_alive = keep_alive.max(interval);
         let mut committed = self.consensus.subscribe();
         self.cycle(true).await;
         let mut next_report = tokio::time::Instant::now() + keep_alive;
@@ -226,8 +228,11 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
             }
             let every_cycle = self.reports_every_cycle();
             let report_due = every_cycle || tokio::time::Instant::now() >= next_report;
-            if self.cycle(report_due).await {
-                next_report = tokio::time::Instant::now() + keep_alive;
+            match self.cycle(report_due).await {
+                Some(true) => next_report = tokio::time::Instant::now() + keep_alive,
+                // Not acknowledged: try again next cycle, not a keep-alive later.
+                Some(false) => next_report = tokio::time::Instant::now(),
+                None => {}
             }
         }
     }
@@ -294,26 +299,27 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
     }
 
     /// One cycle over one snapshot of the committed state: probe, report (when due or
-    /// when the Redis changed role or went up/down), reconcile. Returns whether it reported.
-    pub async fn cycle(&mut self, report_due: bool) -> bool {
+    /// when what it sees changed), reconcile. Returns whether it reported, and if so
+    /// whether the last report was acknowledged.
+    pub async fn cycle(&mut self, report_due: bool) -> Option<bool> {
         let state = self.consensus.state();
         self.probe().await;
         self.probe_master_writes(&state).await;
-        let report = report_due || self.observation_changed();
-        if report {
-            self.report(&state).await;
+        let mut reported = None;
+        if report_due || self.observation_changed() {
+            reported = Some(self.report(&state).await);
         }
         self.reconcile(&state).await;
         // A role change or fence just made is news the coordinator (and every Sentinel
         // view) needs now, not at the next keep-alive.
         if self.observation_changed() {
-            self.report(&state).await;
+            reported = Some(self.report(&state).await);
         }
         self.keep_min_replicas(&state).await;
         if let Some(kube) = &mut self.kube {
             kube.sync_master_endpoints(&state).await;
         }
-        report
+        reported
     }
 
     fn observation_changed(&self) -> bool {
@@ -492,7 +498,8 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
         }
     }
 
-    async fn report(&self, state: &ClusterState) {
+    /// Sends one report; true when a coordinator acknowledged it.
+    async fn report(&self, state: &ClusterState) -> bool {
         let report = self.build_report(state);
         let sent_at = self.clock.now();
         // A report to a leader that is gone blocks this cycle until the timeout; keep that
@@ -503,9 +510,11 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                 let mut local = lock(&self.local);
                 local.contact_at = renewed_contact(local.contact_at, &ack, sent_at, state.epoch);
                 local.master_offset = ack.master_offset;
-                if ack.quorum_ack_age_ms.is_some() {
+                let confirmed = ack.quorum_ack_age_ms.is_some();
+                if confirmed {
                     local.cluster_health = Some((self.clock.now(), ack.health));
                 }
+                confirmed
             }
             Err(e) => {
                 let leader = self.consensus.facts().leader;
@@ -516,6 +525,7 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                     })
                     .inc();
                 debug!(error = %e, "report not acknowledged");
+                false
             }
         }
     }
