@@ -1102,6 +1102,10 @@ fn redis_spec(data: &std::path::Path, options: &Options) -> Spec {
         // Full syncs start at once instead of waiting for more replicas.
         "--repl-diskless-sync-delay",
         "0",
+        // As the deployment starts every Redis (README): one that restarts refuses writes
+        // until its agent has placed it.
+        "--min-replicas-to-write",
+        "1",
     ]
     .map(String::from)
     .to_vec();
