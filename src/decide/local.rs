@@ -3,7 +3,9 @@
 
 use super::lease::is_isolated;
 use crate::addr::{RedisAddr, same_redis_addr};
-use crate::model::{ClusterState, Millis, NodeId, RedisHealth, RedisRole, RedisStatus, Switchover};
+use crate::model::{
+    ClusterState, MemberKind, Millis, NodeId, RedisHealth, RedisRole, RedisStatus, Switchover,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LocalAction {
@@ -169,16 +171,40 @@ fn then_unpause(mut actions: Vec<LocalAction>, fenced: bool) -> Vec<LocalAction>
     actions
 }
 
+/// Another data member's name and Redis address (the first by node id), if any.
+fn other_data_redis(view: &LocalView<'_>) -> Option<(String, String, u16)> {
+    view.state
+        .members
+        .iter()
+        .filter(|(id, m)| **id != view.self_id && m.kind == MemberKind::Data)
+        .find_map(|(_, m)| {
+            let RedisAddr { host, port } = RedisAddr::parse(m.redis_addr.as_deref()?)?;
+            Some((m.name.clone(), host, port))
+        })
+}
+
 fn plan_as_master(view: &LocalView<'_>, status: &RedisStatus) -> LocalPlan {
     let me = view.state.member_name(view.self_id);
     if view.state.master_run_id.as_deref() != Some(status.run_id.as_str()) {
         // This Redis is not the process that was elected: it may have restarted empty.
         // Never promote it, and keep it from taking writes until the coordinator fails over.
+        // Nor may it stay a master: a replica still pointed at this address would resync
+        // from it and drop its data. As a replica (of another data member, whose own link
+        // is down) it refuses every sync (NOMASTERLINK) until the failover.
         return match status.role {
-            RedisRole::Master => LocalPlan::new(
-                vec![LocalAction::PauseWrites],
-                format!("local redis on {me} restarted; waiting for failover"),
-            ),
+            RedisRole::Master => match other_data_redis(view) {
+                Some((name, host, port)) => LocalPlan::new(
+                    vec![LocalAction::PauseWrites, LocalAction::Demote { host, port }],
+                    format!(
+                        "local redis on {me} restarted: demoting it to replicate from {name} so \
+                         no replica resyncs from its possibly empty data; waiting for failover"
+                    ),
+                ),
+                None => LocalPlan::new(
+                    vec![LocalAction::PauseWrites],
+                    format!("local redis on {me} restarted; waiting for failover"),
+                ),
+            },
             RedisRole::Replica => LocalPlan::new(
                 Vec::new(),
                 format!("local redis on {me} restarted; waiting for failover, not promoting"),
@@ -257,7 +283,7 @@ fn plan_as_replica(view: &LocalView<'_>, status: &RedisStatus, master: NodeId) -
 #[cfg(test)]
 mod min_replicas_tests {
     use super::*;
-    use crate::model::{Member, MemberKind};
+    use crate::model::Member;
 
     fn master(run_id: &str, online_replicas: u32) -> RedisHealth {
         RedisHealth::Up(RedisStatus {
@@ -575,13 +601,13 @@ mod tests {
                 "a is still master and quorum contact is back: lifting the fence",
             ),
             (
-                "restarted master redis is paused, not trusted",
+                "restarted master redis is paused and made a replica, not trusted",
                 &a_master,
                 as_master("run-a2"),
                 CONTACT,
                 false,
-                vec![PauseWrites],
-                "local redis on a restarted; waiting for failover",
+                vec![PauseWrites, demote_to_b()],
+                "local redis on a restarted: demoting it to replicate from b so no replica resyncs from its possibly empty data; waiting for failover",
             ),
             (
                 "restarted replica redis is not promoted",
