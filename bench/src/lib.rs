@@ -182,7 +182,7 @@ pub async fn run(
                         let dir = RunDir::new(opts, &name)?;
                         let records = match scenario::scaling_run(ctx, n, run, dir.path()).await {
                             Ok(r) => {
-                                eprintln!("{name}: {} agents measured", r.len());
+                                eprintln!("{name}: {} records", r.len());
                                 r
                             }
                             Err(e) => {
@@ -190,7 +190,7 @@ pub async fn run(
                                 vec![failed(
                                     "scaling",
                                     report::OURS,
-                                    &format!("{n} data nodes"),
+                                    &scenario::scaling_config(n),
                                     run,
                                     &e,
                                 )]
