@@ -44,7 +44,7 @@ struct Args {
     #[arg(long)]
     no_ours_defaults: bool,
     /// Skip the kill runs of ours with --down-after at each timeout but the default
-    /// --redis-down-after (300 ms).
+    /// --redis-down-after (50 ms).
     #[arg(long)]
     no_fast_crash: bool,
     /// Also run Sentinel with its default settings (down-after 30 s: slow).

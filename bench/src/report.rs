@@ -22,7 +22,7 @@ pub struct Record {
     pub config: String,
     pub run: usize,
     /// A configuration of one system that differs from the equal-timeout one, e.g.
-    /// `defaults` or `redis-down-after 300ms`.
+    /// `defaults` or `redis-down-after 50ms`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
     /// For per-process figures: `data agent`, `witness`, `coordinator`, `sentinel`.
