@@ -13,6 +13,10 @@
 //!   replicates with a live link, comes within [`Bounds::converge`].
 //! - **Lost acknowledged writes** are counted by the caller (it needs the final data) and
 //!   passed in; they are reported, not a violation: Redis replication is asynchronous.
+//!
+//! For comparing systems it also totals the dual-write overlap (ms, and the writes the
+//! master whose window ended first acknowledged meanwhile) and the time without any
+//! acknowledged write (gaps of at least [`Bounds::outage_gap`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -27,6 +31,9 @@ pub struct Bounds {
     pub window_gap: Duration,
     /// Every heal must be followed by convergence within this.
     pub converge: Duration,
+    /// A gap between two acknowledged writes (of any writer) at least this long counts,
+    /// whole, as unavailability. Three writers acknowledge every few ms when all is well.
+    pub outage_gap: Duration,
 }
 
 impl Default for Bounds {
@@ -34,6 +41,7 @@ impl Default for Bounds {
         Bounds {
             window_gap: Duration::from_millis(500),
             converge: Duration::from_secs(10),
+            outage_gap: Duration::from_millis(100),
         }
     }
 }
@@ -81,6 +89,13 @@ pub struct Report {
     pub failovers: Vec<Failover>,
     /// Longest time without any acknowledged write, and when it began.
     pub max_unavailable: (Duration, Duration),
+    /// Sum of all gaps of at least [`Bounds::outage_gap`] without an acknowledged write.
+    pub unavailable_total: Duration,
+    /// Sum of the overlaps of write windows of two nodes.
+    pub overlap_total_ms: i64,
+    /// Acknowledgement times of writes taken, during an overlap, by the node whose window
+    /// ended first (the master that was on its way out).
+    pub overlap_acks: Vec<Duration>,
     pub convergence: Vec<Convergence>,
     pub lost: Vec<Ack>,
     pub violations: Vec<String>,
@@ -185,6 +200,16 @@ pub fn check(records: &Records, bounds: &Bounds, lost: Vec<Ack>) -> Report {
         for y in windows[i + 1..].iter().filter(|y| y.node != x.node) {
             let overlap = signed_ms(x.end.min(y.end), x.start.max(y.start));
             if overlap >= 0 {
+                report.overlap_total_ms += overlap;
+                let (from, to) = (x.start.max(y.start), x.end.min(y.end));
+                let outgoing = if x.end <= y.end { x.node } else { y.node };
+                report.overlap_acks.extend(
+                    records
+                        .acks
+                        .iter()
+                        .filter(|a| a.node == outgoing && a.at >= from && a.at <= to)
+                        .map(|a| a.at),
+                );
                 report.violations.push(format!(
                     "two writable masters: {} acknowledged {} writes in {}..{} and {} {} writes in {}..{} (overlap {overlap} ms)",
                     x.node.name(),
@@ -207,6 +232,11 @@ pub fn check(records: &Records, bounds: &Bounds, lost: Vec<Ack>) -> Report {
         .map(|w| (w[1] - w[0], w[0]))
         .max()
         .unwrap_or_default();
+    report.unavailable_total = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|gap| *gap >= bounds.outage_gap)
+        .sum();
 
     check_epochs(records, &mut report);
     check_convergence(records, bounds, &mut report);
@@ -309,6 +339,15 @@ impl Report {
         self.violations.is_empty()
     }
 
+    /// Lost acknowledged writes in percent of all acknowledged writes.
+    pub fn lost_percent(&self) -> f64 {
+        if self.acks == 0 {
+            0.0
+        } else {
+            100.0 * self.lost.len() as f64 / self.acks as f64
+        }
+    }
+
     /// Slowest convergence after a heal.
     pub fn worst_convergence(&self) -> Option<Duration> {
         self.convergence.iter().filter_map(|c| c.took).max()
@@ -364,7 +403,23 @@ impl Report {
             "worst dual-master overlap {dual} [{} write windows]",
             self.windows
         );
-        let _ = writeln!(out, "lost acknowledged writes {}", lost_summary(&self.lost));
+        let _ = writeln!(
+            out,
+            "dual-write overlap total {} ms, {} writes acked by the outgoing master meanwhile",
+            self.overlap_total_ms,
+            self.overlap_acks.len()
+        );
+        let _ = writeln!(
+            out,
+            "unavailability total    {} ms (gaps >= 100 ms without an acknowledged write)",
+            self.unavailable_total.as_millis()
+        );
+        let _ = writeln!(
+            out,
+            "lost acknowledged writes {} [{:.3}% of acks]",
+            lost_summary(&self.lost),
+            self.lost_percent()
+        );
         let conv: Vec<Duration> = self.convergence.iter().filter_map(|c| c.took).collect();
         if conv.is_empty() {
             let _ = writeln!(out, "convergence after heal  (no heals)");

@@ -11,6 +11,10 @@
 //! site's namespace; the relay inside the hub. Everything is torn down when the test ends,
 //! passes or panics; namespaces of killed runs are swept at the next start.
 //!
+//! With [`System::Sentinel`] the same hosts run Redis Sentinel instead of our agents: one
+//! sentinel per site in the agent's place, the same Redis settings, writers that ask the
+//! sentinels, and the same faults where they apply ([`Fault::applies_to`]).
+//!
 //! Used by `tests/netns_scenarios.rs` (CI) and `tests/netns_nemesis.rs` (on demand).
 
 // Each test file compiles this module on its own and uses only part of it.
@@ -41,9 +45,19 @@ use checker::{Bounds, Report};
 use procs::{Proc, Spec};
 use relay::{Relay, Route};
 use topology::{HUB_IP, Netns, Site, Topology};
-use workload::{API_PORT, Ack, EventKind, History, RAFT_PORT, REDIS_PORT, Sample};
+use workload::{
+    API_PORT, Ack, EventKind, History, MASTER_NAME, Observe, RAFT_PORT, REDIS_PORT, SENTINEL_PORT,
+    Sample,
+};
 
 pub const SECRET: &str = "netns-test-secret";
+/// What an operator mistypes: the Redis password and the shared secret of one agent.
+pub const WRONG_PASSWORD: &str = "not-the-redis-password";
+pub const WRONG_SECRET: &str = "a-rotated-secret-only-one-agent-has";
+/// Size of the tmpfs under each agent's `--raft-data-dir` with [`Options::raft_tmpfs`].
+const RAFT_TMPFS: &str = "size=128m";
+/// The file that fills an agent's raft tmpfs during [`Fault::DiskFull`].
+const FILLER: &str = "nemesis-filler";
 
 /// Agent timings for the suite: fast, accepted by the agent's own checks, and valid for
 /// what the network and openraft actually do:
@@ -77,6 +91,24 @@ pub const SETTLE: Duration = Duration::from_secs(30);
 const REDIS_START: Duration = Duration::from_secs(5);
 const API_TIMEOUT: Duration = Duration::from_millis(400);
 
+/// Which failover system runs beside the Redis servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum System {
+    /// Our agents (two data agents and the witness).
+    Ours,
+    /// One Redis Sentinel per site, quorum 2.
+    Sentinel,
+}
+
+impl System {
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Ours => "ours",
+            System::Sentinel => "sentinel",
+        }
+    }
+}
+
 /// Per-run choices.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -84,6 +116,11 @@ pub struct Options {
     pub redis_args: Vec<String>,
     /// Agent timing flags.
     pub timing: Vec<String>,
+    pub system: System,
+    /// `requirepass`/`masterauth` of every Redis, given to agents, sentinels and writers.
+    pub redis_password: Option<String>,
+    /// Mount a small tmpfs under every agent's `--raft-data-dir`, so a disk can fill up.
+    pub raft_tmpfs: bool,
 }
 
 impl Default for Options {
@@ -100,6 +137,9 @@ impl Default for Options {
                 .map(String::from)
                 .to_vec(),
             timing: TIMING.iter().map(|s| s.to_string()).collect(),
+            system: System::Ours,
+            redis_password: None,
+            raft_tmpfs: false,
         }
     }
 }
@@ -109,6 +149,15 @@ impl Options {
     pub fn redis_defaults(mut self) -> Options {
         self.redis_args.clear();
         self
+    }
+
+    /// `--down-after` in force.
+    pub fn down_after(&self) -> Duration {
+        self.timing
+            .iter()
+            .find_map(|t| t.strip_prefix("--down-after="))
+            .and_then(|v| redis_orchestrator::duration::parse(v).ok())
+            .unwrap_or(DOWN_AFTER)
     }
 
     /// Replace one timing flag, e.g. `("--raft-heartbeat", "100ms")`.
@@ -248,6 +297,22 @@ pub enum Fault {
     /// One-way delay on every inter-site path (the relay) and random loss on every
     /// inter-site packet (iptables, at the receiver).
     Wan { delay: Duration, loss_percent: u32 },
+    /// Restart the agent with a wrong `--redis-password`; healed by restarting it right.
+    /// Sentinel: `SENTINEL SET auth-pass` to a wrong one on the site's sentinel, then back.
+    WrongRedisPassword(Site),
+    /// Restart the agent with another shared secret; healed by restarting it right.
+    SecretMismatch(Site),
+    /// Fill the tmpfs under the agent's `--raft-data-dir`; healed by freeing it (and
+    /// restarting the agent if it exited or reports itself unhealthy, as a supervisor would).
+    DiskFull(Site),
+    /// SIGKILL the agent and delete everything in its `--raft-data-dir`; healed by starting it.
+    WipeRaftDir(Site),
+    /// SIGSTOP the redis-server until a failover away from it is seen (the caller holds it
+    /// past `--down-after`); healed by SIGCONT.
+    PauseRedisPastFailover(Site),
+    /// SIGKILL the redis-server, delete its RDB file and start it again at once, empty;
+    /// healing does nothing.
+    RestartRedisEmpty(Site),
 }
 
 impl Fault {
@@ -262,7 +327,24 @@ impl Fault {
             Fault::PauseAgent(_) => "pause agent",
             Fault::PauseRedis(_) => "pause redis",
             Fault::Wan { .. } => "wan latency/loss",
+            Fault::WrongRedisPassword(_) => "wrong redis password",
+            Fault::SecretMismatch(_) => "secret mismatch",
+            Fault::DiskFull(_) => "disk full",
+            Fault::WipeRaftDir(_) => "wipe raft dir",
+            Fault::PauseRedisPastFailover(_) => "pause redis>down",
+            Fault::RestartRedisEmpty(_) => "redis restarted empty",
         }
+    }
+
+    /// Whether the fault means anything for `system`. Sentinel has no shared secret among
+    /// its processes and no Raft log, so a secret mismatch, a full Raft disk and a wiped Raft
+    /// dir have no counterpart there; agent kills and pauses hit the site's sentinel.
+    pub fn applies_to(&self, system: System) -> bool {
+        system == System::Ours
+            || !matches!(
+                self,
+                Fault::SecretMismatch(_) | Fault::DiskFull(_) | Fault::WipeRaftDir(_)
+            )
     }
 
     pub fn label(&self) -> String {
@@ -280,6 +362,14 @@ impl Fault {
                 "wan {} ms each way, {loss_percent}% loss",
                 delay.as_millis()
             ),
+            Fault::WrongRedisPassword(s) => format!("wrong redis password on {}", s.name()),
+            Fault::SecretMismatch(s) => format!("shared-secret mismatch on {}", s.name()),
+            Fault::DiskFull(s) => format!("disk full on {}", s.name()),
+            Fault::WipeRaftDir(s) => format!("wipe raft dir of {}", s.name()),
+            Fault::PauseRedisPastFailover(s) => {
+                format!("pause redis {} past a failover", s.name())
+            }
+            Fault::RestartRedisEmpty(s) => format!("restart redis {} empty", s.name()),
         }
     }
 }
@@ -297,11 +387,18 @@ pub struct Harness {
     pub hosts: Hosts,
     handles: Handles,
     dir: Option<tempfile::TempDir>,
+    /// Our agents, or under [`System::Sentinel`] the site's sentinel in the agent's place.
     agents: [Proc; 3],
     redis: [Option<Proc>; 3],
     pub relay: Relay,
     pub history: Arc<History>,
     pub api: ApiClient,
+    pub system: System,
+    observe: Observe,
+    redis_password: Option<String>,
+    raft_dirs: [PathBuf; 3],
+    /// Raft dirs with a tmpfs mounted on them, unmounted on drop.
+    mounted: Vec<PathBuf>,
     stop: watch::Sender<bool>,
     writers_started: bool,
 }
@@ -330,50 +427,62 @@ impl Harness {
             site.is_data().then(|| {
                 let data = dir.path().join(format!("{}-redis", site.name()));
                 std::fs::create_dir_all(&data).expect("redis dir");
-                let mut args: Vec<String> = [
-                    "--port",
-                    &REDIS_PORT.to_string(),
-                    "--bind",
-                    "0.0.0.0",
-                    "--protected-mode",
-                    "no",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    // Full syncs start at once instead of waiting for more replicas.
-                    "--repl-diskless-sync-delay",
-                    "0",
-                ]
-                .map(String::from)
-                .to_vec();
-                args.extend(["--dir".to_string(), data.display().to_string()]);
-                args.extend(options.redis_args.iter().cloned());
+                let spec = match options.system {
+                    System::Ours => redis_spec(&data, &options),
+                    System::Sentinel => redis_conf_spec(site, &data, &options),
+                };
                 Proc::new(
                     &format!("redis {}", site.name()),
                     hosts.sites[site.index()].clone(),
-                    Spec {
-                        program: server_program::redis_server().into(),
-                        args,
-                        env: Vec::new(),
-                    },
+                    spec,
                     dir.path().join(format!("{}-redis.log", site.name())),
                 )
             })
         });
+        let raft_dirs = Site::ALL.map(|site| dir.path().join(format!("{}-raft", site.name())));
+        let mut mounted = Vec::new();
+        if options.raft_tmpfs {
+            for raft in &raft_dirs {
+                std::fs::create_dir_all(raft).expect("raft dir");
+                mount_tmpfs(raft).unwrap_or_else(|e| panic!("{e}"));
+                mounted.push(raft.clone());
+            }
+        }
         let agents = Site::ALL.map(|site| {
-            Proc::new(
-                &format!("agent {}", site.name()),
-                hosts.sites[site.index()].clone(),
-                agent_spec(
+            let spec = match options.system {
+                System::Ours => agent_spec(
                     site,
-                    &dir.path().join(format!("{}-raft", site.name())),
+                    &raft_dirs[site.index()],
                     &options.timing,
+                    options.redis_password.as_deref(),
                 ),
-                dir.path().join(format!("{}-agent.log", site.name())),
+                System::Sentinel => sentinel_spec(site, dir.path(), &options),
+            };
+            let log = match options.system {
+                System::Ours => format!("{}-agent.log", site.name()),
+                System::Sentinel => format!("{}-sentinel.log", site.name()),
+            };
+            let label = match options.system {
+                System::Ours => format!("agent {}", site.name()),
+                System::Sentinel => format!("sentinel {}", site.name()),
+            };
+            Proc::new(
+                &label,
+                hosts.sites[site.index()].clone(),
+                spec,
+                dir.path().join(log),
             )
         });
         let api = ApiClient::new(Some(SECRET.as_bytes()), API_TIMEOUT).expect("api client");
+        let observe = match options.system {
+            System::Ours => Observe::Agents {
+                api: api.clone(),
+                redis_password: options.redis_password.clone(),
+            },
+            System::Sentinel => Observe::Sentinels {
+                redis_password: options.redis_password.clone(),
+            },
+        };
         let mut harness = Harness {
             hosts,
             handles,
@@ -382,7 +491,12 @@ impl Harness {
             redis,
             relay,
             history: history.clone(),
-            api: api.clone(),
+            api,
+            system: options.system,
+            observe: observe.clone(),
+            redis_password: options.redis_password.clone(),
+            raft_dirs,
+            mounted,
             stop,
             writers_started: false,
         };
@@ -394,8 +508,15 @@ impl Harness {
                 .start()
                 .unwrap_or_else(|e| panic!("{e}"));
         }
-        tokio::spawn(workload::poller(history, api, stop_rx));
+        tokio::spawn(workload::poller(history, observe, stop_rx));
         harness
+    }
+
+    fn redis_dir(&self, site: Site) -> PathBuf {
+        self.dir
+            .as_ref()
+            .map(|d| d.path().join(format!("{}-redis", site.name())))
+            .unwrap_or_default()
     }
 
     fn redis_proc(&mut self, site: Site) -> &mut Proc {
@@ -408,12 +529,14 @@ impl Harness {
     async fn start_redis(&mut self, site: Site) {
         let proc = self.redis_proc(site);
         proc.restart().unwrap_or_else(|e| panic!("{e}"));
-        let addr = format!("redis://{}:{REDIS_PORT}/", site.lan());
+        let addr = format!("{}:{REDIS_PORT}", site.lan());
+        let password = self.redis_password.clone();
         let deadline = Instant::now() + REDIS_START;
         loop {
             let ping = async {
-                let client = redis::Client::open(addr.as_str())?;
-                let mut conn = client.get_multiplexed_async_connection().await?;
+                let mut conn =
+                    workload::connect(&addr, password.as_deref(), Duration::from_millis(300))
+                        .await?;
                 redis::cmd("PING").query_async::<String>(&mut conn).await
             };
             if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), ping).await {
@@ -437,12 +560,18 @@ impl Harness {
         }
         self.writers_started = true;
         for site in Site::ALL {
-            let api = ApiClient::new(Some(SECRET.as_bytes()), Duration::from_millis(300))
-                .expect("api client");
+            let observe = match &self.observe {
+                Observe::Agents { redis_password, .. } => Observe::Agents {
+                    api: ApiClient::new(Some(SECRET.as_bytes()), Duration::from_millis(300))
+                        .expect("api client"),
+                    redis_password: redis_password.clone(),
+                },
+                sentinels @ Observe::Sentinels { .. } => sentinels.clone(),
+            };
             self.handles.sites[site.index()].spawn(workload::writer(
                 site,
                 self.history.clone(),
-                api,
+                observe,
                 self.stop.subscribe(),
             ));
         }
@@ -453,13 +582,42 @@ impl Harness {
         workload::query_all(&self.api, None).await
     }
 
+    /// What the poller records, now: every agent's `/state`, or every site's sentinel and Redis.
+    pub async fn samples(&self) -> [Option<Sample>; 3] {
+        self.observe.samples().await
+    }
+
+    /// The master most sites name now (two of three), if any.
+    pub async fn named_master(&self) -> Option<Site> {
+        let samples = self.samples().await;
+        Site::DATA.into_iter().find(|s| {
+            samples
+                .iter()
+                .flatten()
+                .filter(|v| v.master.as_deref() == Some(s.name()))
+                .count()
+                >= 2
+        })
+    }
+
+    /// Wait until two of three sites name a master other than `from`; whether they did.
+    pub async fn wait_master_moved(&self, from: Site, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.named_master().await.is_some_and(|m| m != from) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// Wait until the cluster has settled (see [`checker::converged`]); the master and how
     /// long it took.
     pub async fn wait_converged(&self, timeout: Duration) -> Result<(Site, Duration), String> {
         let start = Instant::now();
         loop {
-            let states = self.states().await;
-            let samples = states.each_ref().map(|v| v.as_ref().map(Sample::from));
+            let samples = self.samples().await;
             if let Some(m) = checker::converged(&samples) {
                 return Ok((m, start.elapsed()));
             }
@@ -532,6 +690,13 @@ impl Harness {
     }
 
     pub async fn inject(&mut self, fault: Fault) -> Result<Active, String> {
+        if !fault.applies_to(self.system) {
+            return Err(format!(
+                "{} has no counterpart under {}",
+                fault.label(),
+                self.system.name()
+            ));
+        }
         let mut rules = Vec::new();
         match &fault {
             Fault::Isolate(site) => {
@@ -546,7 +711,9 @@ impl Harness {
             Fault::KillAgent(site) => self.agents[site.index()].kill(),
             Fault::KillRedis(site) => self.redis_proc(*site).kill(),
             Fault::PauseAgent(site) => self.agents[site.index()].pause()?,
-            Fault::PauseRedis(site) => self.redis_proc(*site).pause()?,
+            Fault::PauseRedis(site) | Fault::PauseRedisPastFailover(site) => {
+                self.redis_proc(*site).pause()?
+            }
             Fault::Wan {
                 delay,
                 loss_percent,
@@ -555,6 +722,29 @@ impl Harness {
                 if *loss_percent > 0 {
                     rules = loss_rules(*loss_percent);
                 }
+            }
+            Fault::WrongRedisPassword(site) => match self.system {
+                System::Ours => self.restart_agent_with(*site, "REDIS_PASSWORD", WRONG_PASSWORD)?,
+                System::Sentinel => self.sentinel_auth_pass(*site, WRONG_PASSWORD).await?,
+            },
+            Fault::SecretMismatch(site) => {
+                self.restart_agent_with(*site, "SHARED_SECRET", WRONG_SECRET)?
+            }
+            Fault::DiskFull(site) => self.fill_raft_dir(*site)?,
+            Fault::WipeRaftDir(site) => {
+                self.agents[site.index()].kill();
+                self.wipe_raft_dir(*site)?;
+            }
+            Fault::RestartRedisEmpty(site) => {
+                self.redis_proc(*site).kill();
+                // The RDB a replica keeps from its last full sync would come back otherwise.
+                let rdb = self.redis_dir(*site).join("dump.rdb");
+                match std::fs::remove_file(&rdb) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("remove {}: {e}", rdb.display())),
+                }
+                self.start_redis(*site).await;
             }
         }
         for (site, site_rules) in &rules {
@@ -569,14 +759,143 @@ impl Harness {
             self.iptables(*site, 'D', site_rules)?;
         }
         match &active.fault {
-            Fault::KillAgent(site) => self.agents[site.index()].start()?,
+            Fault::KillAgent(site) | Fault::WipeRaftDir(site) => {
+                self.agents[site.index()].start()?
+            }
             Fault::KillRedis(site) => self.start_redis(*site).await,
             Fault::PauseAgent(site) => self.agents[site.index()].resume()?,
-            Fault::PauseRedis(site) => self.redis_proc(*site).resume()?,
+            Fault::PauseRedis(site) | Fault::PauseRedisPastFailover(site) => {
+                self.redis_proc(*site).resume()?
+            }
             Fault::Wan { .. } => self.relay.set_delay(Duration::ZERO),
-            Fault::Isolate(_) | Fault::CutDataSites => {}
+            Fault::WrongRedisPassword(site) => match self.system {
+                System::Ours => self.restart_agent_with(
+                    *site,
+                    "REDIS_PASSWORD",
+                    self.redis_password.clone().unwrap_or_default().as_str(),
+                )?,
+                System::Sentinel => {
+                    let right = self.redis_password.clone().unwrap_or_default();
+                    self.sentinel_auth_pass(*site, &right).await?
+                }
+            },
+            Fault::SecretMismatch(site) => {
+                self.restart_agent_with(*site, "SHARED_SECRET", SECRET)?
+            }
+            Fault::DiskFull(site) => {
+                let filler = self.raft_dirs[site.index()].join(FILLER);
+                std::fs::remove_file(&filler)
+                    .map_err(|e| format!("free {}: {e}", filler.display()))?;
+            }
+            Fault::Isolate(_) | Fault::CutDataSites | Fault::RestartRedisEmpty(_) => {}
         }
         Ok(self.history.event(EventKind::Heal, active.fault.label()))
+    }
+
+    /// Restart, as a supervisor would, every agent (or sentinel) that exited on its own and
+    /// every agent whose `/health` answers 503 (a failed liveness probe: the agent asks for
+    /// a restart when its Raft core has stopped); each restart is noted and printed.
+    pub async fn supervise(&mut self) -> Result<(), String> {
+        for site in Site::ALL {
+            let why = match self.agents[site.index()].exited() {
+                Some(status) => Some(format!("exited ({status})")),
+                None if self.system == System::Ours
+                    && self.agents[site.index()].is_running()
+                    && !self.agents[site.index()].is_stopped()
+                    && self.agent_unhealthy(site).await =>
+                {
+                    Some("answers /health with 503".to_string())
+                }
+                None => None,
+            };
+            let Some(why) = why else { continue };
+            let proc = &mut self.agents[site.index()];
+            let text = format!(
+                "supervisor: {} {why}; restarting it. Last log lines:\n{}",
+                proc.label(),
+                proc.log_tail(5)
+            );
+            proc.restart()?;
+            println!("{text}");
+            self.note(&text);
+        }
+        Ok(())
+    }
+
+    /// Restart a site's agent with one environment variable changed for good (until the
+    /// next such call).
+    fn restart_agent_with(&mut self, site: Site, key: &str, value: &str) -> Result<(), String> {
+        let proc = &mut self.agents[site.index()];
+        proc.set_env(key, value);
+        proc.restart()
+    }
+
+    /// `SENTINEL SET <master> auth-pass` on a site's sentinel, from the client namespace.
+    async fn sentinel_auth_pass(&self, site: Site, password: &str) -> Result<(), String> {
+        let addr = workload::addr_from(None, site, SENTINEL_PORT);
+        let mut conn = workload::connect(&addr, None, API_TIMEOUT)
+            .await
+            .map_err(|e| format!("sentinel {}: {e}", site.name()))?;
+        redis::cmd("SENTINEL")
+            .arg("SET")
+            .arg(MASTER_NAME)
+            .arg("auth-pass")
+            .arg(password)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| format!("SENTINEL SET auth-pass on {}: {e}", site.name()))
+    }
+
+    /// Fill a site's raft tmpfs up to the last byte.
+    fn fill_raft_dir(&self, site: Site) -> Result<(), String> {
+        if !self.mounted.contains(&self.raft_dirs[site.index()]) {
+            return Err("disk full needs Options::raft_tmpfs".into());
+        }
+        let path = self.raft_dirs[site.index()].join(FILLER);
+        let mut file =
+            std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let chunk = vec![0u8; 1 << 16];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return Ok(()),
+                Err(e) => return Err(format!("filling {}: {e}", path.display())),
+            }
+        }
+    }
+
+    /// Delete everything in a site's raft dir (the dir itself may be a mount point).
+    fn wipe_raft_dir(&self, site: Site) -> Result<(), String> {
+        let dir = &self.raft_dirs[site.index()];
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        };
+        for entry in entries {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(|e| format!("remove {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// `/health` answers 503: the agent says a supervisor should restart it.
+    async fn agent_unhealthy(&self, site: Site) -> bool {
+        let addr = workload::addr_from(None, site, API_PORT);
+        // `/health` is public and its answer unsigned: ask without the secret.
+        let Ok(probe) = ApiClient::new(None, API_TIMEOUT) else {
+            return false;
+        };
+        match probe.get::<serde_json::Value>(&addr, "/health").await {
+            Err(e) => e.status() == Some(503),
+            Ok(_) => false,
+        }
     }
 
     /// Add (`op` = 'A') or delete ('D') rules in one site, atomically.
@@ -611,15 +930,28 @@ impl Harness {
         Ok(())
     }
 
+    /// Keys in a site's Redis (`DBSIZE`), `None` when it does not answer.
+    pub async fn dbsize(&self, site: Site) -> Option<u64> {
+        let mut conn = workload::connect(
+            &format!("{}:{REDIS_PORT}", site.lan()),
+            self.redis_password.as_deref(),
+            Duration::from_secs(2),
+        )
+        .await
+        .ok()?;
+        redis::cmd("DBSIZE").query_async(&mut conn).await.ok()
+    }
+
     /// Acknowledged writes that the Redis of `master` does not have.
     pub async fn lost_acks(&self, master: Site) -> Result<Vec<Ack>, String> {
         let acks = self.history.snapshot().acks;
-        let client = redis::Client::open(format!("redis://{}:{REDIS_PORT}/", master.lan()))
-            .map_err(|e| e.to_string())?;
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut conn = workload::connect(
+            &format!("{}:{REDIS_PORT}", master.lan()),
+            self.redis_password.as_deref(),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let mut lost = Vec::new();
         for chunk in acks.chunks(1000) {
             let mut pipe = redis::pipe();
@@ -643,12 +975,36 @@ impl Harness {
 
     /// Stop the writers, wait for the cluster to settle, count lost acknowledged writes
     /// and check the whole history.
+    ///
+    /// Our agents must settle within [`CONVERGE`], Sentinel gets `sentinel_grace` more;
+    /// failing that, the run is judged on the master two of three sites name and the failure
+    /// to settle is one more violation.
     pub async fn finish(&mut self) -> Report {
-        let (master, _) = self
-            .wait_converged(CONVERGE)
-            .await
-            .unwrap_or_else(|e| panic!("final convergence: {e}"));
-        self.converged_round_recorded().await;
+        self.finish_within(Duration::ZERO).await
+    }
+
+    pub async fn finish_within(&mut self, sentinel_grace: Duration) -> Report {
+        let bound = match self.system {
+            System::Ours => CONVERGE,
+            System::Sentinel => CONVERGE + sentinel_grace,
+        };
+        let mut unsettled = None;
+        let master = match self.wait_converged(bound).await {
+            Ok((master, _)) => {
+                self.converged_round_recorded().await;
+                master
+            }
+            Err(e) => {
+                let named = self.named_master().await;
+                unsettled = Some(format!(
+                    "not settled at the end after {} ms; judged on the master the sentinels name ({})",
+                    bound.as_millis(),
+                    named.map_or("none: site-a's data", Site::name)
+                ));
+                eprintln!("final convergence: {e}");
+                named.unwrap_or(Site::A)
+            }
+        };
         self.stop.send_replace(true);
         // Let writes in flight land before reading the final data.
         tokio::time::sleep(Duration::from_millis(600)).await;
@@ -656,14 +1012,16 @@ impl Harness {
             .lost_acks(master)
             .await
             .unwrap_or_else(|e| panic!("reading the final master: {e}"));
-        checker::check(
+        let mut report = checker::check(
             &self.history.snapshot(),
             &Bounds {
                 converge: CONVERGE,
                 ..Bounds::default()
             },
             lost,
-        )
+        );
+        report.violations.extend(unsettled);
+        report
     }
 
     pub fn dump_logs(&self, lines: usize) {
@@ -699,10 +1057,152 @@ impl Drop for Harness {
         {
             p.kill();
         }
+        for dir in &self.mounted {
+            // Lazy: nothing of ours holds it any more, and a leftover mount would pin the
+            // temp dir.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(dir)
+                .status();
+        }
     }
 }
 
-fn agent_spec(site: Site, data_dir: &std::path::Path, timing: &[String]) -> Spec {
+/// A tmpfs of [`RAFT_TMPFS`] on `dir`, so filling it is a full disk.
+fn mount_tmpfs(dir: &std::path::Path) -> Result<(), String> {
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", RAFT_TMPFS, "tmpfs"])
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("mount: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "mount tmpfs on {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Our Redis: settings on the command line (the agent sets the role at run time).
+fn redis_spec(data: &std::path::Path, options: &Options) -> Spec {
+    let mut args: Vec<String> = [
+        "--port",
+        &REDIS_PORT.to_string(),
+        "--bind",
+        "0.0.0.0",
+        "--protected-mode",
+        "no",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        // Full syncs start at once instead of waiting for more replicas.
+        "--repl-diskless-sync-delay",
+        "0",
+        // As the deployment starts every Redis (README): one that restarts refuses writes
+        // until its agent has placed it.
+        "--min-replicas-to-write",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(["--dir".to_string(), data.display().to_string()]);
+    if let Some(p) = &options.redis_password {
+        args.extend(["--requirepass", p, "--masterauth", p].map(String::from));
+    }
+    args.extend(options.redis_args.iter().cloned());
+    Spec {
+        program: server_program::redis_server().into(),
+        args,
+        env: Vec::new(),
+    }
+}
+
+/// Redis under Sentinel: the same settings, but in a config file, because Sentinel makes a
+/// role change stick by `CONFIG REWRITE` and a restarted Redis must come back with it, as it
+/// would in a real deployment. Site A starts as master, B as its replica; each announces its
+/// WAN address, which is how the sentinels (at other sites) reach it.
+fn redis_conf_spec(site: Site, data: &std::path::Path, options: &Options) -> Spec {
+    let mut conf = format!(
+        "port {REDIS_PORT}\nbind 0.0.0.0\nprotected-mode no\nsave \"\"\nappendonly no\n\
+         repl-diskless-sync-delay 0\ndir \"{}\"\nreplica-announce-ip {}\n",
+        data.display(),
+        site.wan()
+    );
+    if let Some(p) = &options.redis_password {
+        conf.push_str(&format!("requirepass \"{p}\"\nmasterauth \"{p}\"\n"));
+    }
+    // `--name value` pairs become `name value` lines.
+    let mut line = String::new();
+    for arg in &options.redis_args {
+        match arg.strip_prefix("--") {
+            Some(name) => {
+                if !line.is_empty() {
+                    conf.push_str(&format!("{line}\n"));
+                }
+                line = name.to_string();
+            }
+            None => line.push_str(&format!(" {arg}")),
+        }
+    }
+    if !line.is_empty() {
+        conf.push_str(&format!("{line}\n"));
+    }
+    if site != Site::A {
+        conf.push_str(&format!("replicaof {} {REDIS_PORT}\n", Site::A.wan()));
+    }
+    let path = data.join("redis.conf");
+    std::fs::write(&path, conf).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    Spec {
+        program: server_program::redis_server().into(),
+        args: vec![path.display().to_string()],
+        env: Vec::new(),
+    }
+}
+
+/// One sentinel per site, as the benchmark configures them: quorum 2, `down-after-milliseconds`
+/// equal to our `--down-after`, `failover-timeout` ten times that (at least 10 s), one replica
+/// resynced at a time. It announces its WAN address so the others reach it through the relay.
+fn sentinel_spec(site: Site, dir: &std::path::Path, options: &Options) -> Spec {
+    let sdir = dir.join(format!("{}-sentinel", site.name()));
+    std::fs::create_dir_all(&sdir).expect("sentinel dir");
+    let down_after = options.down_after();
+    let failover_timeout = (down_after * 10).max(Duration::from_secs(10));
+    let mut conf = format!(
+        "port {SENTINEL_PORT}\nbind 0.0.0.0\nprotected-mode no\ndaemonize no\ndir \"{}\"\n\
+         sentinel announce-ip {}\nsentinel announce-port {SENTINEL_PORT}\n\
+         sentinel monitor {MASTER_NAME} {} {REDIS_PORT} 2\n\
+         sentinel down-after-milliseconds {MASTER_NAME} {}\n\
+         sentinel failover-timeout {MASTER_NAME} {}\n\
+         sentinel parallel-syncs {MASTER_NAME} 1\n",
+        sdir.display(),
+        site.wan(),
+        Site::A.wan(),
+        down_after.as_millis(),
+        failover_timeout.as_millis()
+    );
+    if let Some(p) = &options.redis_password {
+        conf.push_str(&format!("sentinel auth-pass {MASTER_NAME} \"{p}\"\n"));
+    }
+    // Sentinel rewrites its config file, so each gets its own writable copy.
+    let path = sdir.join("sentinel.conf");
+    std::fs::write(&path, conf).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    Spec {
+        program: server_program::redis_server().into(),
+        args: vec![path.display().to_string(), "--sentinel".to_string()],
+        env: Vec::new(),
+    }
+}
+
+fn agent_spec(
+    site: Site,
+    data_dir: &std::path::Path,
+    timing: &[String],
+    redis_password: Option<&str>,
+) -> Spec {
     let peers: Vec<String> = Site::ALL
         .iter()
         .map(|s| format!("{}:{RAFT_PORT}", s.wan()))
@@ -727,13 +1227,17 @@ fn agent_spec(site: Site, data_dir: &std::path::Path, timing: &[String]) -> Spec
     } else {
         args.push("--standalone".to_string());
     }
+    let mut env = vec![
+        ("SHARED_SECRET".into(), SECRET.into()),
+        ("RUST_LOG".into(), "info,openraft=warn".into()),
+    ];
+    if let Some(p) = redis_password {
+        env.push(("REDIS_PASSWORD".into(), p.into()));
+    }
     Spec {
         program: PathBuf::from(env!("CARGO_BIN_EXE_redis-orchestrator")),
         args,
-        env: vec![
-            ("SHARED_SECRET".into(), SECRET.into()),
-            ("RUST_LOG".into(), "info,openraft=warn".into()),
-        ],
+        env,
     }
 }
 
@@ -741,7 +1245,7 @@ fn agent_spec(site: Site, data_dir: &std::path::Path, timing: &[String]) -> Spec
 fn relay_routes() -> Vec<Route> {
     let mut routes = Vec::new();
     for site in Site::ALL {
-        let mut ports = vec![RAFT_PORT, API_PORT];
+        let mut ports = vec![RAFT_PORT, API_PORT, SENTINEL_PORT];
         if site.is_data() {
             ports.push(REDIS_PORT);
         }

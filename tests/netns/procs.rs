@@ -51,6 +51,21 @@ impl Proc {
         self.stopped
     }
 
+    /// Set (or replace) one environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.spec.env.retain(|(k, _)| k != key);
+        self.spec.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// The exit status when the process ended on its own (it is then reaped and no longer
+    /// counts as running); `None` while it runs or when it was never started.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        self.stopped = false;
+        Some(status)
+    }
+
     /// Start the process (output appended to its log).
     pub fn start(&mut self) -> Result<(), String> {
         if self.child.is_some() {

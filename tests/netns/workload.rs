@@ -1,7 +1,11 @@
 //! Workload and observation: one writer per site and a poller of every agent's `/state`,
 //! all recording into one [`History`] on one monotonic clock (they are threads of one
 //! process, whatever namespace each thread sits in).
+//!
+//! The system under test is either our agents or Redis Sentinel ([`Observe`]): writers and
+//! the poller differ only in whom they ask who the master is.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -16,6 +20,9 @@ use super::topology::Site;
 pub const RAFT_PORT: u16 = 7000;
 pub const API_PORT: u16 = 8080;
 pub const REDIS_PORT: u16 = 6379;
+pub const SENTINEL_PORT: u16 = 26379;
+/// The name every sentinel monitors the master by.
+pub const MASTER_NAME: &str = "mymaster";
 
 /// Pause between two writes of one writer.
 const WRITE_INTERVAL: Duration = Duration::from_millis(10);
@@ -26,6 +33,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_millis(500);
 const DISCOVERY_INTERVAL: Duration = Duration::from_millis(200);
 /// How often the poller samples every agent.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Connect and response bound of one question to a sentinel or a Redis (INFO).
+const QUERY_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// An acknowledged write.
 #[derive(Clone, Debug)]
@@ -157,6 +166,11 @@ impl History {
         self.lock().rounds.last().cloned()
     }
 
+    /// How many writes have been acknowledged so far.
+    pub fn ack_count(&self) -> usize {
+        self.lock().acks.len()
+    }
+
     /// Acknowledged writes per node since `from`.
     pub fn acks_since(&self, from: Duration) -> Vec<Ack> {
         self.lock()
@@ -184,11 +198,19 @@ pub fn addr_from(from: Option<Site>, to: Site, port: u16) -> String {
 pub async fn writer(
     site: Site,
     history: Arc<History>,
-    api: ApiClient,
+    observe: Observe,
     mut stop: watch::Receiver<bool>,
 ) {
     let (target_tx, target_rx) = watch::channel(None);
-    tokio::spawn(discover(site, api, target_tx, stop.clone()));
+    let password = observe.redis_password().map(str::to_string);
+    match observe {
+        Observe::Agents { api, .. } => {
+            tokio::spawn(discover(site, api, target_tx, stop.clone()));
+        }
+        Observe::Sentinels { .. } => {
+            tokio::spawn(discover_sentinel(site, target_tx, stop.clone()));
+        }
+    }
     let mut conn: Option<(Site, MultiplexedConnection)> = None;
     let mut seq: u64 = 0;
     while !*stop.borrow() {
@@ -196,10 +218,14 @@ pub async fn writer(
         if let Some(node) = target
             && conn.as_ref().is_none_or(|(n, _)| *n != node)
         {
-            conn = connect(&addr_from(Some(site), node, REDIS_PORT))
-                .await
-                .ok()
-                .map(|c| (node, c));
+            conn = connect(
+                &addr_from(Some(site), node, REDIS_PORT),
+                password.as_deref(),
+                WRITE_TIMEOUT,
+            )
+            .await
+            .ok()
+            .map(|c| (node, c));
         }
         if let Some((node, c)) = conn.as_mut() {
             seq += 1;
@@ -234,11 +260,17 @@ pub async fn writer(
     }
 }
 
-async fn connect(addr: &str) -> redis::RedisResult<MultiplexedConnection> {
-    let client = redis::Client::open(format!("redis://{addr}/"))?;
+/// A connection to a Redis (or a sentinel, without password) at `host:port`.
+pub async fn connect(
+    addr: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> redis::RedisResult<MultiplexedConnection> {
+    let auth = password.map_or(String::new(), |p| format!(":{p}@"));
+    let client = redis::Client::open(format!("redis://{auth}{addr}/"))?;
     let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(WRITE_TIMEOUT))
-        .set_response_timeout(Some(WRITE_TIMEOUT));
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
     client
         .get_multiplexed_async_connection_with_config(&config)
         .await
@@ -289,17 +321,181 @@ pub async fn query_all(api: &ApiClient, from: Option<Site>) -> [Option<StateView
     [a, b, c]
 }
 
-/// Sample every agent from the client namespace until `stop`.
-pub async fn poller(history: Arc<History>, api: ApiClient, mut stop: watch::Receiver<bool>) {
+/// Sample every site from the client namespace until `stop`.
+pub async fn poller(history: Arc<History>, observe: Observe, mut stop: watch::Receiver<bool>) {
     while !*stop.borrow() {
         let at = history.now();
-        let views = query_all(&api, None)
-            .await
-            .map(|v| v.as_ref().map(Sample::from));
+        let views = observe.samples().await;
         history.lock().rounds.push(Round { at, views });
         let next = at + POLL_INTERVAL;
         tokio::select! {
             _ = tokio::time::sleep(next.saturating_sub(history.now())) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// How the observer and the writers learn who the master is: our agents' `/state`, or the
+/// sentinels (plus each Redis's own `INFO replication`).
+#[derive(Clone)]
+pub enum Observe {
+    Agents {
+        api: ApiClient,
+        redis_password: Option<String>,
+    },
+    Sentinels {
+        redis_password: Option<String>,
+    },
+}
+
+impl Observe {
+    pub fn redis_password(&self) -> Option<&str> {
+        match self {
+            Observe::Agents { redis_password, .. } | Observe::Sentinels { redis_password } => {
+                redis_password.as_deref()
+            }
+        }
+    }
+
+    /// One sample per site, asked from the client namespace.
+    pub async fn samples(&self) -> [Option<Sample>; 3] {
+        match self {
+            Observe::Agents { api, .. } => query_all(api, None)
+                .await
+                .map(|v| v.as_ref().map(Sample::from)),
+            Observe::Sentinels { redis_password } => {
+                let pw = redis_password.as_deref();
+                let (a, b, c) = tokio::join!(
+                    sentinel_sample(Site::A, pw),
+                    sentinel_sample(Site::B, pw),
+                    sentinel_sample(Site::C, pw)
+                );
+                [a, b, c]
+            }
+        }
+    }
+}
+
+/// A sentinel's view of the master: its site and its `config-epoch` (plus one); `None` while
+/// it does not answer or is in the middle of a failover.
+pub async fn sentinel_master(addr: &str) -> Option<(Site, u64)> {
+    let mut conn = connect(addr, None, QUERY_TIMEOUT).await.ok()?;
+    let fields: HashMap<String, String> = redis::cmd("SENTINEL")
+        .arg("MASTER")
+        .arg(MASTER_NAME)
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    // Mid-failover a sentinel already carries the new epoch but still names the old
+    // master: that is no settled view, like an agent that does not answer.
+    if fields
+        .get("flags")
+        .is_some_and(|f| f.contains("failover_in_progress"))
+    {
+        return None;
+    }
+    let site = Site::of_ip(fields.get("ip")?.parse().ok()?)?;
+    // Sentinel starts at config-epoch 0, ours at epoch 1: shifted so the checker counts
+    // the first failover of both alike.
+    let epoch = fields.get("config-epoch")?.parse::<u64>().ok()? + 1;
+    Some((site, epoch))
+}
+
+/// `INFO replication` of a Redis, as field/value pairs.
+pub async fn replication_info(
+    addr: &str,
+    password: Option<&str>,
+) -> Option<HashMap<String, String>> {
+    let mut conn = connect(addr, password, QUERY_TIMEOUT).await.ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    Some(
+        info.lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// A site's sample under Sentinel, shaped like an agent's: the epoch and master its sentinel
+/// names, and what its own Redis says (role; for a replica, a live link to that master).
+/// `None` when the site's sentinel does not answer, as for a silent agent.
+async fn sentinel_sample(site: Site, password: Option<&str>) -> Option<Sample> {
+    let sentinel = addr_from(None, site, SENTINEL_PORT);
+    let redis = addr_from(None, site, REDIS_PORT);
+    let (master, info) = tokio::join!(sentinel_master(&sentinel), async {
+        if site.is_data() {
+            replication_info(&redis, password).await
+        } else {
+            None
+        }
+    });
+    let (master, epoch) = master?;
+    let role = match info
+        .as_ref()
+        .and_then(|i| i.get("role"))
+        .map(String::as_str)
+    {
+        _ if !site.is_data() => "witness",
+        Some("master") => "master",
+        Some("slave") => "replica",
+        _ => "down",
+    };
+    let link_up = (role == "replica").then(|| {
+        info.as_ref().is_some_and(|i| {
+            i.get("master_link_status").map(String::as_str) == Some("up")
+                && i.get("master_host").map(String::as_str) == Some(&master.wan().to_string())
+        })
+    });
+    Some(Sample {
+        epoch,
+        master: Some(master.name().to_string()),
+        is_master: role == "master" && master == site,
+        role: role.to_string(),
+        fenced: false,
+        link_up,
+        raft_state: String::new(),
+        raft_leader: None,
+    })
+}
+
+/// Keep `target` on the master the sentinels name, as a client library configured with
+/// all three sentinels would: the answer of at least two, else the own site's sentinel,
+/// else any answer; with no answer at all, keep the last target.
+async fn discover_sentinel(
+    site: Site,
+    target: watch::Sender<Option<Site>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let ask = |to: Site| async move {
+            let addr = addr_from(Some(site), to, SENTINEL_PORT);
+            let mut conn = connect(&addr, None, QUERY_TIMEOUT).await.ok()?;
+            let answer: Option<(String, u16)> = redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(MASTER_NAME)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            Site::of_ip(answer?.0.parse().ok()?)
+        };
+        let (a, b, c) = tokio::join!(ask(Site::A), ask(Site::B), ask(Site::C));
+        let answers = [a, b, c];
+        let agreed = Site::DATA
+            .into_iter()
+            .find(|s| answers.iter().filter(|a| **a == Some(*s)).count() >= 2);
+        let next = agreed
+            .or(answers[site.index()])
+            .or(answers.iter().flatten().next().copied())
+            .or(*target.borrow());
+        if next != *target.borrow() {
+            target.send_replace(next);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(DISCOVERY_INTERVAL) => {}
             _ = stop.changed() => {}
         }
     }
