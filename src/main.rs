@@ -40,8 +40,10 @@ fn main() -> ExitCode {
     // reqwest is built without a default TLS provider; install ring once for the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the agent waits on the network almost all the time, and redb's blocking
+    // commits run on tokio's blocking pool. Worker threads would only add their stacks,
+    // malloc arenas and cross-thread wake-ups.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

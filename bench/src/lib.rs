@@ -32,7 +32,7 @@ pub struct Options {
     /// Also run ours with its default settings.
     pub ours_defaults: bool,
     /// In the kill scenario, also run ours at each `down_after` with the default
-    /// `--redis-down-after` (300 ms).
+    /// `--redis-down-after` (50 ms).
     pub ours_fast_crash: bool,
     /// Also run Sentinel with its default settings (30 s down-after).
     pub sentinel_defaults: bool,
@@ -182,7 +182,7 @@ pub async fn run(
                         let dir = RunDir::new(opts, &name)?;
                         let records = match scenario::scaling_run(ctx, n, run, dir.path()).await {
                             Ok(r) => {
-                                eprintln!("{name}: {} agents measured", r.len());
+                                eprintln!("{name}: {} records", r.len());
                                 r
                             }
                             Err(e) => {
@@ -190,7 +190,7 @@ pub async fn run(
                                 vec![failed(
                                     "scaling",
                                     report::OURS,
-                                    &format!("{n} data nodes"),
+                                    &scenario::scaling_config(n),
                                     run,
                                     &e,
                                 )]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bench::procs::ServerCommand;
-use bench::report::{JsonLines, Record, table};
+use bench::report::{JsonLines, Record, scaling_table, table};
 use bench::scenario::{RunContext, Scenario};
 use bench::{Options, binary};
 use clap::Parser;
@@ -44,7 +44,7 @@ struct Args {
     #[arg(long)]
     no_ours_defaults: bool,
     /// Skip the kill runs of ours with --down-after at each timeout but the default
-    /// --redis-down-after (300 ms).
+    /// --redis-down-after (50 ms).
     #[arg(long)]
     no_fast_crash: bool,
     /// Also run Sentinel with its default settings (down-after 30 s: slow).
@@ -54,7 +54,7 @@ struct Args {
     #[arg(long, value_parser = duration, default_value = "30s")]
     idle_window: Duration,
     /// Data node counts for the scaling scenario.
-    #[arg(long, value_delimiter = ',', default_value = "2,4,8")]
+    #[arg(long, value_delimiter = ',', default_value = "2,4,8,16")]
     scaling_nodes: Vec<usize>,
     /// Bound on the client's Redis connects and answers and on each discovery request.
     #[arg(long, value_parser = duration, default_value = "100ms")]
@@ -101,12 +101,20 @@ fn read_records(files: &[PathBuf]) -> anyhow::Result<Vec<Record>> {
     Ok(records)
 }
 
+/// The summary table, and the scaling figures by cluster size when there are some.
+fn print_tables(records: &[Record]) {
+    println!("{}", table(records));
+    if let Some(scaling) = scaling_table(records) {
+        println!("scaling (medians; per node: growth per added data node)\n{scaling}");
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if !args.report.is_empty() {
         return match read_records(&args.report) {
             Ok(records) => {
-                println!("{}", table(&records));
+                print_tables(&records);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -173,7 +181,7 @@ fn main() -> ExitCode {
         tokio::select! {
             result = bench::run(&options, &mut sink) => match result {
                 Ok(records) => {
-                    println!("{}", table(&records));
+                    print_tables(&records);
                     println!("raw runs: {}", args.json.display());
                     ExitCode::SUCCESS
                 }

@@ -29,7 +29,7 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// The agent's defaults: `--down-after 5s`, `--redis-down-after 300ms`, probe 200 ms.
+    /// The agent's defaults: `--down-after 5s`, `--redis-down-after 50ms`, probe 200 ms.
     pub fn defaults() -> Timing {
         Timing {
             label: "5s".into(),
@@ -40,13 +40,13 @@ impl Timing {
     }
 
     /// `--down-after d` with the timings of [`Timing::equal`], but the default
-    /// `--redis-down-after` (300 ms): a Redis refusing connections is dead, not slow.
+    /// `--redis-down-after` (50 ms): a Redis refusing connections is dead, not slow.
     pub fn equal_fast_crash(d: Duration) -> Timing {
         let mut timing = Timing::equal(d);
         timing
             .args
             .retain(|a| !a.starts_with("--redis-down-after="));
-        timing.variant = Some("redis-down-after 300ms".into());
+        timing.variant = Some("redis-down-after 50ms".into());
         timing
     }
 

@@ -22,7 +22,7 @@ pub struct Record {
     pub config: String,
     pub run: usize,
     /// A configuration of one system that differs from the equal-timeout one, e.g.
-    /// `defaults` or `redis-down-after 300ms`.
+    /// `defaults` or `redis-down-after 50ms`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
     /// For per-process figures: `data agent`, `witness`, `coordinator`, `sentinel`.
@@ -212,6 +212,87 @@ pub fn table(records: &[Record]) -> String {
     out
 }
 
+/// The scaling scenario by cluster size: medians of the coordinator's and of the other
+/// data agents' idle CPU and RSS and of the failover time, then how each grows per added
+/// data node (the least-squares slope over the sizes measured). `None` without two sizes.
+pub fn scaling_table(records: &[Record]) -> Option<String> {
+    // (data nodes, coordinator CPU, coordinator RSS, agent CPU, agent RSS, failover)
+    let columns: [(&str, Option<&str>, &str); 5] = [
+        ("coord CPU %", Some("coordinator"), "CPU %"),
+        ("coord RSS MiB", Some("coordinator"), "RSS MiB"),
+        ("agent CPU %", Some("data agent"), "CPU %"),
+        ("agent RSS MiB", Some("data agent"), "RSS MiB"),
+        ("failover ms", None, "failure to new ack ms"),
+    ];
+    let mut sizes: Vec<usize> = records
+        .iter()
+        .filter(|r| r.scenario == "scaling" && r.error.is_none())
+        .filter_map(|r| r.config.strip_suffix(" data nodes")?.parse().ok())
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    if sizes.len() < 2 {
+        return None;
+    }
+    let median = |n: usize, role: Option<&str>, metric: &str| {
+        let config = format!("{n} data nodes");
+        let values: Vec<f64> = records
+            .iter()
+            .filter(|r| r.scenario == "scaling" && r.error.is_none() && r.config == config)
+            .filter(|r| r.role.as_deref() == role)
+            .filter_map(|r| r.metrics.get(metric).copied())
+            .collect();
+        stats(&values).map(|(_, m, _)| m)
+    };
+    let mut out = format!("{:<12}", "data nodes");
+    for (title, _, _) in &columns {
+        out.push_str(&format!(" {title:>14}"));
+    }
+    out.push('\n');
+    let mut series: Vec<Vec<(f64, f64)>> = vec![Vec::new(); columns.len()];
+    for &n in &sizes {
+        out.push_str(&format!("{n:<12}"));
+        for (i, (_, role, metric)) in columns.iter().enumerate() {
+            match median(n, *role, metric) {
+                Some(v) => {
+                    series[i].push((n as f64, v));
+                    out.push_str(&format!(" {:>14}", fmt_value(metric, v)));
+                }
+                None => out.push_str(&format!(" {:>14}", "-")),
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!("{:<12}", "per node"));
+    for (points, (_, _, metric)) in series.iter().zip(&columns) {
+        let cell = slope(points).map_or_else(
+            || "-".to_string(),
+            |s| {
+                if metric.contains('%') {
+                    format!("{s:+.3}")
+                } else if metric.contains("MiB") {
+                    format!("{s:+.2}")
+                } else {
+                    format!("{s:+.1}")
+                }
+            },
+        );
+        out.push_str(&format!(" {cell:>14}"));
+    }
+    out.push('\n');
+    Some(out)
+}
+
+/// Least-squares slope of y over x; `None` with fewer than two distinct x.
+fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +323,32 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("1 failed runs") && t.contains("boom"), "{t}");
+    }
+
+    #[test]
+    fn scaling_table_gives_medians_and_growth_per_node() {
+        let mut records = Vec::new();
+        for (n, coord_cpu, failover) in [(2, 1.0, 300.0), (4, 2.0, 400.0), (8, 4.0, 600.0)] {
+            let config = format!("{n} data nodes");
+            records.push(
+                Record::new("scaling", OURS, &config, 1)
+                    .with_role("coordinator", "data-1 agent")
+                    .metric("CPU %", coord_cpu)
+                    .metric("RSS MiB", 6.0),
+            );
+            records.push(
+                Record::new("scaling", OURS, &config, 1).metric("failure to new ack ms", failover),
+            );
+        }
+        let t = scaling_table(&records).expect("three sizes");
+        let last = t.lines().last().expect("growth row");
+        // CPU 1, 2, 4 at 2, 4, 8 nodes: slope 0.5 per node; RSS flat; failover 50 ms.
+        assert!(last.starts_with("per node"), "{t}");
+        assert!(
+            last.contains("+0.500") && last.contains("+0.00") && last.contains("+50.0"),
+            "{t}"
+        );
+        assert!(t.lines().nth(3).is_some_and(|l| l.starts_with("8 ")), "{t}");
+        assert_eq!(scaling_table(&records[..2]), None);
     }
 }

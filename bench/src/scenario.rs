@@ -31,6 +31,8 @@ pub const RSS: &str = "RSS MiB";
 pub const ANON_RSS: &str = "anon RSS MiB";
 pub const CPU: &str = "CPU %";
 pub const BINARY: &str = "size MiB";
+/// The role of the Raft leader in the scaling records.
+pub const COORDINATOR: &str = "coordinator";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -43,7 +45,8 @@ pub enum Scenario {
     Switchover,
     /// Idle RSS and CPU of each agent and sentinel; binary size.
     Footprint,
-    /// Idle CPU and RSS of our agents with more data nodes.
+    /// Idle CPU and RSS of our agents (the coordinator apart) and the kill failover time,
+    /// with more data nodes.
     Scaling,
 }
 
@@ -132,6 +135,7 @@ enum Cluster {
 }
 
 impl Cluster {
+    /// Two data nodes, as both systems run in the failover and footprint scenarios.
     async fn start(system: &System, ctx: &RunContext, dir: &Path) -> Result<Cluster> {
         Ok(match system {
             System::Ours(timing) => Cluster::Ours(
@@ -144,10 +148,11 @@ impl Cluster {
         })
     }
 
-    async fn wait_ready(&mut self) -> Result<()> {
+    /// Ours: the coordinator's name.
+    async fn wait_ready(&mut self) -> Result<Option<String>> {
         match self {
-            Cluster::Ours(c) => c.wait_ready(SETTLE).await.map(drop),
-            Cluster::Sentinel(c) => c.wait_ready(SETTLE).await,
+            Cluster::Ours(c) => c.wait_ready(SETTLE).await.map(Some),
+            Cluster::Sentinel(c) => c.wait_ready(SETTLE).await.map(|()| None),
         }
     }
 
@@ -264,8 +269,22 @@ pub async fn failover_run(
 ) -> Result<FailoverOutcome> {
     let mut cluster = Cluster::start(system, ctx, dir).await?;
     cluster.wait_ready().await?;
+    failover(&mut cluster, scenario, system, ctx, run, true).await
+}
+
+/// Inject `scenario` into a settled cluster and measure. `watch` polls every discovery
+/// source on its own for the discovery time; the scaling runs leave it out, as that
+/// client load grows with the cluster and would weigh on the agents it measures.
+async fn failover(
+    cluster: &mut Cluster,
+    scenario: Scenario,
+    system: &System,
+    ctx: &RunContext,
+    run: usize,
+    watch: bool,
+) -> Result<FailoverOutcome> {
     let discovery = cluster.discovery();
-    let watcher = Watcher::start(&discovery);
+    let watcher = watch.then(|| Watcher::start(&discovery));
     let writer = Writer::start(discovery, ctx.io_timeout);
     tokio::time::sleep(ctx.warmup).await;
     let old = writer
@@ -293,7 +312,7 @@ pub async fn failover_run(
                 .other_redis(&old)
                 .ok_or_else(|| anyhow!("no replica to switch over to"))?;
             let at = Instant::now();
-            match &cluster {
+            match &*cluster {
                 Cluster::Ours(c) => {
                     // Answers only once the new master is committed: wait for it aside.
                     let timeout = system.detection() * 2 + Duration::from_secs(20);
@@ -332,7 +351,10 @@ pub async fn failover_run(
     };
     tokio::time::sleep(TAIL).await;
     let log = writer.finish().await;
-    let sightings = watcher.finish().await;
+    let sightings = match watcher {
+        Some(w) => Some(w.finish().await),
+        None => None,
+    };
     signal("CONT", &stopped).await?;
 
     let mut record = system.record(scenario.name(), run);
@@ -352,8 +374,12 @@ pub async fn failover_run(
         .checked_sub(1)
         .and_then(|i| log.acks.get(i))
         .ok_or_else(|| anyhow!("no write acknowledged before the failure"))?;
-    let discovered = first_new_master(&sightings, event_at, &old)
-        .ok_or_else(|| anyhow!("discovery never named a new master"))?;
+    let discovered = sightings
+        .map(|s| {
+            first_new_master(&s, event_at, &old)
+                .ok_or_else(|| anyhow!("discovery never named a new master"))
+        })
+        .transpose()?;
     let final_master = log
         .acks
         .last()
@@ -370,18 +396,22 @@ pub async fn failover_run(
             ms(first_new.at.duration_since(last_before.at)),
         )
         .metric(FIRST_NEW_ACK, ms(first_new.at.duration_since(event_at)))
-        .metric(DISCOVERY, ms(discovered.duration_since(event_at)))
         .metric(LOST, lost as f64)
         .metric(OLD_ACKS, old_after as f64);
+    if let Some(at) = discovered {
+        record = record.metric(DISCOVERY, ms(at.duration_since(event_at)));
+    }
     // Wall-clock times, to lay the run beside the agents' and sentinels' logs.
     let clock = WallClock::now();
     for (what, at) in [
-        ("last ack before", last_before.at),
-        ("event", event_at),
+        ("last ack before", Some(last_before.at)),
+        ("event", Some(event_at)),
         ("discovery", discovered),
-        ("first new ack", first_new.at),
+        ("first new ack", Some(first_new.at)),
     ] {
-        record.timeline.insert(what.into(), clock.format(at));
+        if let Some(at) = at {
+            record.timeline.insert(what.into(), clock.format(at));
+        }
     }
 
     let peak_rss = cluster
@@ -507,42 +537,66 @@ pub fn binary_sizes(agent_bin: &Path, server: &ServerCommand) -> Result<Vec<Reco
     ])
 }
 
-/// Idle CPU and RSS of every agent in a cluster of `data_nodes` data nodes and a witness.
+/// Idle CPU and RSS of every agent in a cluster of `data_nodes` data nodes and a witness
+/// at the defaults, then the time from SIGKILLing the master's Redis to the first write
+/// acknowledged by the new master, in the same cluster.
 pub async fn scaling_run(
     ctx: &RunContext,
     data_nodes: usize,
     run: usize,
     dir: &Path,
 ) -> Result<Vec<Record>> {
-    let mut cluster = OursCluster::start(
-        &ctx.agent_bin,
-        data_nodes,
-        &Timing::defaults(),
-        dir,
-        ctx.io_timeout,
-        &ctx.server,
-    )
-    .await?;
-    let leader = cluster.wait_ready(SETTLE).await?;
+    let system = System::Ours(Timing::defaults());
+    let mut cluster = Cluster::Ours(
+        OursCluster::start(
+            &ctx.agent_bin,
+            data_nodes,
+            &Timing::defaults(),
+            dir,
+            ctx.io_timeout,
+            &ctx.server,
+        )
+        .await?,
+    );
+    let leader = cluster.wait_ready().await?;
     tokio::time::sleep(IDLE_SETTLE).await;
-    let procs: Vec<(String, &Proc)> = cluster
-        .nodes
-        .iter()
-        .map(|n| {
-            let role = if n.name == leader {
-                "coordinator"
-            } else if n.redis_addr.is_some() {
-                "data agent"
-            } else {
-                "witness"
-            };
-            (role.to_string(), &n.agent)
-        })
-        .collect();
-    let samples = sample_idle(&procs, ctx.idle_window).await?;
-    let config = format!("{data_nodes} data nodes");
-    Ok(samples
-        .iter()
-        .map(|sample| sample.record("scaling", OURS, &config, run))
-        .collect())
+    let config = scaling_config(data_nodes);
+    let mut records: Vec<Record> = {
+        let Cluster::Ours(ours) = &cluster else {
+            bail!("the scaling scenario runs ours only");
+        };
+        let procs: Vec<(String, &Proc)> = ours
+            .nodes
+            .iter()
+            .map(|n| {
+                let role = if Some(&n.name) == leader.as_ref() {
+                    COORDINATOR
+                } else if n.redis_addr.is_some() {
+                    "data agent"
+                } else {
+                    "witness"
+                };
+                (role.to_string(), &n.agent)
+            })
+            .collect();
+        let samples = sample_idle(&procs, ctx.idle_window).await?;
+        samples
+            .iter()
+            .map(|sample| sample.record("scaling", OURS, &config, run))
+            .collect()
+    };
+    let outcome = failover(&mut cluster, Scenario::Kill, &system, ctx, run, false).await?;
+    let took = outcome
+        .run
+        .metrics
+        .get(FIRST_NEW_ACK)
+        .copied()
+        .ok_or_else(|| anyhow!("the kill run measured no failover time"))?;
+    records.push(Record::new("scaling", OURS, &config, run).metric(FIRST_NEW_ACK, took));
+    Ok(records)
+}
+
+/// The config column of a scaling record: `4 data nodes`.
+pub fn scaling_config(data_nodes: usize) -> String {
+    format!("{data_nodes} data nodes")
 }

@@ -4,8 +4,11 @@
 use std::time::Duration;
 
 use bench::procs::{self, ServerCommand};
-use bench::report::{OURS, Record, SENTINEL, table};
-use bench::scenario::{BINARY, CPU, DISCOVERY, LOST, RSS, RunContext, Scenario, WRITE_UNAVAILABLE};
+use bench::report::{OURS, Record, SENTINEL, scaling_table, table};
+use bench::scenario::{
+    BINARY, COORDINATOR, CPU, DISCOVERY, FIRST_NEW_ACK, LOST, RSS, RunContext, Scenario,
+    WRITE_UNAVAILABLE,
+};
 use bench::{Options, binary};
 
 fn find<'a>(records: &'a [Record], scenario: &str, system: &str) -> &'a Record {
@@ -107,17 +110,26 @@ fn one_short_run_of_every_scenario() {
         );
     }
     for n in [2, 4] {
-        let agents: Vec<&Record> = records
+        let config = format!("{n} data nodes");
+        let (agents, cluster): (Vec<&Record>, Vec<&Record>) = records
             .iter()
-            .filter(|r| r.scenario == "scaling" && r.config == format!("{n} data nodes"))
-            .collect();
+            .filter(|r| r.scenario == "scaling" && r.config == config)
+            .partition(|r| r.role.is_some());
         assert_eq!(agents.len(), n + 1, "{n} data agents and the witness");
         assert_eq!(
             agents
                 .iter()
-                .filter(|r| r.role.as_deref() == Some("coordinator"))
+                .filter(|r| r.role.as_deref() == Some(COORDINATOR))
                 .count(),
             1
         );
+        assert_eq!(cluster.len(), 1, "one failover record: {cluster:#?}");
+        let failover = metric(cluster[0], FIRST_NEW_ACK);
+        assert!(
+            failover > 0.0 && failover < 60_000.0,
+            "{n} nodes failover {failover}"
+        );
     }
+    let scaling = scaling_table(&records).expect("scaling table of 2 and 4 nodes");
+    assert!(scaling.contains("per node"), "{scaling}");
 }

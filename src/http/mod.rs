@@ -88,6 +88,10 @@ pub async fn serve(
                 continue;
             }
         };
+        // Answers are one small write each; never hold one back waiting for an ACK.
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(server = what, %peer, error = %e, "cannot set TCP_NODELAY");
+        }
         let local = stream.local_addr().ok().map(LocalAddr);
         let router = router.clone();
         let tls = tls.clone();
