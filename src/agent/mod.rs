@@ -153,7 +153,10 @@ impl Agent {
         kube: Option<Arc<dyn ClusterApi>>,
     ) -> Result<Arc<Agent>, StartError> {
         let settings = Arc::new(settings);
-        let (log_store, state_machine) = open_storage(&settings.raft_data_dir)
+        let (mut log_store, state_machine) = open_storage(&settings.raft_data_dir)
+            .await
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        let empty_store = rejoin::store_is_empty(&mut log_store)
             .await
             .map_err(|e| StartError::Storage(e.to_string()))?;
         let election_min =
@@ -185,7 +188,7 @@ impl Agent {
         // An empty store may be a lost one: no vote and no candidacy until `bootstrap` has
         // asked the peers (their RPCs can arrive before it runs).
         let vote_guard = Arc::new(VoteGuard::default());
-        if rejoin::store_is_empty(&raft) {
+        if empty_store {
             vote_guard.set(Guard::Asking);
             raft.runtime_config().elect(false);
         }

@@ -11,10 +11,13 @@ use openraft::BasicNode;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::Raft;
+use openraft::storage::RaftLogStorage;
+
 use super::recovery::{
     Guard, PeerAnswer, StartPlan, VoteGuard, is_satisfied, may_campaign, plan_start,
 };
+use super::typ::StorageError;
+use super::{LogStore, Raft};
 use crate::client::SignedClient;
 use crate::model::{ClusterState, NodeId};
 use crate::wire::{Hello, HelloRaft};
@@ -26,11 +29,14 @@ const ASK_EVERY: Duration = Duration::from_millis(250);
 /// How often a node still refusing votes says what it waits for.
 const NOTE_EVERY: Duration = Duration::from_secs(10);
 
-/// True when the store holds neither a vote nor a log entry: new, or lost.
-pub fn store_is_empty(raft: &Raft) -> bool {
-    let m = raft.metrics();
-    let m = m.borrow();
-    m.vote == Default::default() && m.last_log_index.is_none()
+/// True when the store holds neither a vote nor a log entry: new, or lost. Read from the
+/// store itself, before openraft starts (its metrics show defaults until the core has run).
+pub async fn store_is_empty(log: &mut LogStore) -> Result<bool, StorageError> {
+    let vote = log.read_vote().await?;
+    let state = log.get_log_state().await?;
+    Ok(vote.is_none_or(|v| v == Default::default())
+        && state.last_log_id.is_none()
+        && state.last_purged_log_id.is_none())
 }
 
 /// What this node tells a peer that says hello.
