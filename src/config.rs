@@ -163,7 +163,10 @@ pub struct AgentArgs {
     #[arg(long, value_parser = parse_duration, default_value = "200ms")]
     pub probe_interval: Duration,
     /// The master's agent must see its Redis refuse connections this long before failover.
-    #[arg(long, value_parser = parse_duration, default_value = "300ms")]
+    /// The agent holds a connection to its Redis and looks again at once when it closes,
+    /// so this counts from the process's exit; it only guards against a restart so quick
+    /// that the port is back before it runs out.
+    #[arg(long, value_parser = parse_duration, default_value = "50ms")]
     pub redis_down_after: Duration,
     /// Silence from the master's agent before failover (if no replica still sees the master).
     #[arg(long, value_parser = parse_duration, default_value = "5s")]

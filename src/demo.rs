@@ -109,6 +109,9 @@ async fn spawn_redis(bin: &Path, port: u16, dir: &Path) -> std::io::Result<Child
             "no",
             "--repl-diskless-sync-delay",
             "0",
+            // A Redis that (re)starts refuses writes until its agent has placed it.
+            "--min-replicas-to-write",
+            "1",
         ])
         .arg("--dir")
         .arg(dir)

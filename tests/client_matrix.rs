@@ -263,13 +263,9 @@ impl Measured {
 }
 
 /// Adds `d`'s row for `event` to the table (keyed by client name) and its failures; on a
-/// failure, prints its events and stderr (a restart for the next event loses them).
-/// Cases known not to meet the bound yet, with why; reported, not asserted. node-redis 5
-/// rediscovers at once when the master's socket closes, before any agent has probed the dead
-/// Redis, so every endpoint still names it without `disconnected`; it then waits forever on a
-/// connection to the dead address. Real Sentinel sees the EOF on its own link at once. Closing
-/// this needs event-driven death detection (issue 14, item 1).
-const KNOWN_GAPS: &[(&str, &str)] = &[("node-redis", "SIGKILL master redis")];
+/// failure, prints its events and stderr (a restart for the next event loses them). Every
+/// client is held to the bound, node-redis after a SIGKILL too: it rediscovers the moment
+/// the master's socket closes, so it needs the agents to have seen the exit by then.
 
 fn judge(
     d: &mut Driver,
@@ -303,13 +299,7 @@ fn judge(
         ),
     ));
     let before = failures.len();
-    let known_gap = KNOWN_GAPS.contains(&(d.name.as_str(), what));
-    if known_gap {
-        println!(
-            "KNOWN GAP, not asserted: {} after {what}: first write on the new master after {reached} ms",
-            d.name
-        );
-    } else if o.reached_ms.is_none_or(|ms| ms > BOUND_MS) {
+    if o.reached_ms.is_none_or(|ms| ms > BOUND_MS) {
         failures.push(format!(
             "{} after {what}: first write on the new master after {reached} ms (bound {BOUND_MS}; the endpoints named it after {} ms)",
             d.name,

@@ -145,6 +145,7 @@ async fn replicate_from_sets_masterauth_for_a_password_protected_master() {
     let options = ServerOptions {
         requirepass: Some(ODD_PASSWORD.to_string()),
         masterauth: None,
+        ..Default::default()
     };
     let master = RedisServer::start_with(options.clone());
     let replica = RedisServer::start_with(options);
@@ -222,10 +223,12 @@ async fn demote_closes_normal_and_pubsub_clients_but_keeps_its_own_connection() 
     let old_master = RedisServer::start_with(ServerOptions {
         requirepass: Some(ODD_PASSWORD.to_string()),
         masterauth: None,
+        ..Default::default()
     });
     let new_master = RedisServer::start_with(ServerOptions {
         requirepass: Some(ODD_PASSWORD.to_string()),
         masterauth: None,
+        ..Default::default()
     });
     let client = client(old_master.config());
     let before = probe(&client).await;
@@ -312,6 +315,35 @@ async fn killed_server_is_refused_and_a_restart_reconnects() {
     assert_eq!(second.keys, 0);
 }
 
+/// The exit of the process closes the connection the agent holds, and the adapter says so
+/// at once: the member loop's event, sooner than any probe.
+#[tokio::test]
+async fn a_killed_server_closes_the_held_connection_at_once() {
+    let mut server = RedisServer::start();
+    let client = client(server.config());
+    probe(&client).await;
+    let closed = client.closed();
+    tokio::pin!(closed);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut closed)
+            .await
+            .is_err(),
+        "no close event while the server runs"
+    );
+    server.kill();
+    let killed_at = Instant::now();
+    tokio::time::timeout(Duration::from_secs(1), closed)
+        .await
+        .expect("a close event after SIGKILL");
+    let after = killed_at.elapsed();
+    assert!(
+        after < Duration::from_millis(100),
+        "close event {after:?} after SIGKILL"
+    );
+    let err = client.probe().await.expect_err("probe of a killed server");
+    assert!(matches!(err, RedisError::Refused(_)), "{err:?}");
+}
+
 #[tokio::test]
 async fn restart_while_connected_reconnects_on_the_next_call() {
     let mut server = RedisServer::start();
@@ -353,6 +385,7 @@ async fn wrong_or_missing_password_is_an_auth_error() {
     let server = RedisServer::start_with(ServerOptions {
         requirepass: Some("right".to_string()),
         masterauth: None,
+        ..Default::default()
     });
     for password in [Some("wrong".to_string()), None] {
         let client = client(RedisConfig {

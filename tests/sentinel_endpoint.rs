@@ -216,6 +216,7 @@ fn primary_and_replica() -> (RedisServer, RedisServer) {
     let options = ServerOptions {
         requirepass: Some(PASSWORD.to_string()),
         masterauth: Some(PASSWORD.to_string()),
+        ..Default::default()
     };
     let primary = RedisServer::start_with(options.clone());
     let replica = RedisServer::start_with(options);
@@ -986,5 +987,82 @@ fn agents_endpoints_report_health_peers_and_failover_events() {
             let ms: u64 = dead[key].parse().expect("ms");
             assert!(ms >= 2500, "{key}: {dead:?}");
         }
+    });
+}
+
+/// The master the witness's endpoint names, polled every 10 ms for `window`; each distinct
+/// answer once, in order (`None`: no master named).
+fn named_masters(port: u16, window: Duration) -> Vec<Option<String>> {
+    let mut raw = authed(port);
+    let mut seen: Vec<Option<String>> = Vec::new();
+    let deadline = Instant::now() + window;
+    while Instant::now() < deadline {
+        let named = match raw.call(&["SENTINEL", "get-master-addr-by-name", MASTER_NAME]) {
+            Value::Array(parts) => Some(
+                parts
+                    .iter()
+                    .map(|p| match p {
+                        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            ),
+            _ => None,
+        };
+        if seen.last() != Some(&named) {
+            seen.push(named);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    seen
+}
+
+/// Issue 14.3: while its agent keeps quorum, the witness's view never flips to "no master"
+/// — neither while a replica's site (Redis and agent) is stopped, nor across the failover
+/// when the master's site is. The bench's fast settings (a lease under a second): the
+/// witness must renew its contact well within it.
+#[test]
+fn the_witness_view_holds_steady_while_a_data_site_is_stopped() {
+    common::cluster::run_serial(async {
+        let lease = Duration::from_millis(700);
+        let mut c = common::cluster::Cluster::new();
+        for (flag, value) in [
+            ("--probe-interval", "50ms"),
+            ("--raft-heartbeat", "50ms"),
+            ("--raft-election-timeout", "100ms"),
+            ("--lease", "700ms"),
+            ("--down-after", "1s"),
+        ] {
+            c.set_timing(flag, value);
+        }
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        for (node, port) in c.nodes.iter_mut().zip(&ports) {
+            node.extra_args
+                .push(format!("--sentinel-bind=127.0.0.1:{port}"));
+            node.extra_args
+                .push(format!("--sentinel-password={AGENT_PASSWORD}"));
+        }
+        c.start_all();
+        let m = c.wait_stable_master(SETTLE).await;
+        let r = 1 - m;
+        let witness = ports[c.index_of("site-c")];
+        let old = format!("127.0.0.1:{}", c.nodes[m].redis().port());
+        let new = format!("127.0.0.1:{}", c.nodes[r].redis().port());
+
+        c.nodes[r].redis().stop();
+        assert!(c.signal_agent(r, "STOP"));
+        let seen = named_masters(witness, lease * 5);
+        c.nodes[r].redis().cont();
+        assert!(c.signal_agent(r, "CONT"));
+        assert_eq!(seen, vec![Some(old.clone())], "replica site stopped");
+        c.wait_stable_master(SETTLE).await;
+
+        c.nodes[m].redis().stop();
+        assert!(c.signal_agent(m, "STOP"));
+        let seen = named_masters(witness, Duration::from_secs(4));
+        assert_eq!(seen, vec![Some(old), Some(new)], "master site stopped");
+        c.nodes[m].redis().cont();
+        assert!(c.signal_agent(m, "CONT"));
     });
 }

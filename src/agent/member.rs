@@ -43,6 +43,14 @@ pub struct MemberConfig {
     pub probe_interval: Duration,
     pub lease: Duration,
     pub down_after: Duration,
+    pub redis_down_after: Duration,
+}
+
+/// How often an agent whose view has not changed reports anyway: four reports per lease,
+/// so a lost one or two never fence a healthy master, and never slower than once a second
+/// so the coordinator's picture of offsets stays fresh.
+pub fn keep_alive_interval(lease: Duration) -> Duration {
+    (lease / 4).min(Duration::from_secs(1))
 }
 
 /// What this agent knows about its own Redis and its contact with the cluster; read by
@@ -60,8 +68,8 @@ pub struct LocalState {
     pub master_offset: Option<u64>,
     /// Epoch of the switchover for which this agent paused its master's writes.
     pub handover_paused_for: Option<u64>,
-    /// Up/down and role of the last report sent, to report a change at once.
-    pub last_reported: Option<(bool, Option<RedisRole>)>,
+    /// What the last report sent said, to report a change at once.
+    pub last_reported: Option<Observation>,
     /// run_id of the Redis process whose replication timeouts we already set.
     pub tuned_run_id: Option<String>,
     /// The coordinator's member health from its last confirmed ack, and when it came.
@@ -70,6 +78,37 @@ pub struct LocalState {
     pub master_accepts_writes: Option<bool>,
     /// `min-replicas-to-write` last set, and on which Redis process (run_id).
     pub min_replicas_set: Option<(String, u32)>,
+}
+
+/// The parts of a report whose change the coordinator must hear at once rather than at
+/// the next keep-alive: they can decide a failover or end one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    up: bool,
+    role: Option<RedisRole>,
+    down_kind: Option<DownKind>,
+    master_link_up: bool,
+    master_addr: Option<String>,
+    master_accepts_writes: Option<bool>,
+    fenced: bool,
+}
+
+impl Observation {
+    fn of(local: &LocalState) -> Observation {
+        let status = local.health.status();
+        Observation {
+            up: status.is_some(),
+            role: status.map(|s| s.role),
+            down_kind: match &local.health {
+                RedisHealth::Down { kind, .. } => Some(*kind),
+                RedisHealth::Up(_) => None,
+            },
+            master_link_up: status.is_some_and(|s| s.master_link_up),
+            master_addr: status.and_then(|s| s.master_addr.clone()),
+            master_accepts_writes: local.master_accepts_writes,
+            fenced: local.fenced,
+        }
+    }
 }
 
 impl Default for LocalState {
@@ -153,34 +192,61 @@ pub struct MemberLoop<R, C, S> {
 
 impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
     /// Cycle every probe interval (faster while Redis is down or a switchover involves
-    /// us) and at once on every committed change.
+    /// us), at once on every committed change and at once when the connection to the
+    /// local Redis closes. Reports go out when what this agent sees changes, every cycle
+    /// while it is down or in a switchover, and otherwise as a keep-alive that renews the
+    /// lease well before it runs out.
     pub async fn run(mut self) {
+        let keep_alive = keep_alive_interval(self.config.lease);
         let interval = if self.redis.is_some() {
             self.config.probe_interval
         } else {
-            // A witness only reports to register and be seen; it has no Redis to watch.
-            self.config.probe_interval.max(Duration::from_secs(1))
+            // A witness has no Redis to watch: it only reports, to register, to renew the
+            // contact its Sentinel view's freshness rests on, and to be seen.
+            keep_alive
         };
+        let keep_alive = keep_alive.max(interval);
         let mut committed = self.consensus.subscribe();
-        let mut next_report = tokio::time::Instant::now();
+        self.cycle(true).await;
+        let mut next_report = tokio::time::Instant::now() + keep_alive;
         loop {
             let period = self.period(interval);
+            let closed = async {
+                match &self.redis {
+                    Some(redis) => redis.closed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
+                _ = closed => debug!("connection to the local redis closed; probing it now"),
                 changed = committed.changed() => {
                     if changed.is_err() {
                         return;
                     }
                 }
             }
-            // A shorter period (a switchover began, Redis went down) applies at once, not
-            // after the deadline set under the longer one.
-            next_report = next_report.min(tokio::time::Instant::now() + period);
-            let report_due = tokio::time::Instant::now() >= next_report;
-            if self.cycle(report_due).await {
-                next_report = tokio::time::Instant::now() + period;
+            let every_cycle = self.reports_every_cycle();
+            let report_due = every_cycle || tokio::time::Instant::now() >= next_report;
+            match self.cycle(report_due).await {
+                Some(true) => next_report = tokio::time::Instant::now() + keep_alive,
+                // Not acknowledged: try again next cycle, not a keep-alive later.
+                Some(false) => next_report = tokio::time::Instant::now(),
+                None => {}
             }
         }
+    }
+
+    /// While its Redis is down or a switchover involves it, the coordinator needs this
+    /// agent's every observation: the time down decides the failover, the offsets the
+    /// handover.
+    fn reports_every_cycle(&self) -> bool {
+        let me = self.config.me;
+        self.consensus
+            .state()
+            .switchover
+            .is_some_and(|sw| sw.from == me || sw.to == me)
+            || (self.redis.is_some() && lock(&self.local).down_since.is_some())
     }
 
     fn period(&self, interval: Duration) -> Duration {
@@ -191,39 +257,77 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
             .switchover
             .is_some_and(|sw| sw.from == me || sw.to == me);
         if in_switchover {
-            SWITCHOVER_PROBE_INTERVAL
-        } else if self.redis.is_some() && lock(&self.local).down_since.is_some() {
-            DOWN_PROBE_INTERVAL.min(interval)
-        } else {
-            interval
+            return SWITCHOVER_PROBE_INTERVAL;
+        }
+        let down_since = lock(&self.local).down_since;
+        match down_since {
+            Some(since) if self.redis.is_some() => {
+                // The next look lands when the Redis has been down `--redis-down-after`,
+                // so a dead one is reported failed at that moment, not a poll later.
+                let down_for = Duration::from_millis(self.clock.now().since(since).0);
+                let until_failover = self.config.redis_down_after.saturating_sub(down_for);
+                let poll = DOWN_PROBE_INTERVAL.min(interval);
+                if until_failover.is_zero() {
+                    poll
+                } else {
+                    until_failover.min(poll)
+                }
+            }
+            _ => interval.min(self.until_lease_ends()),
+        }
+    }
+
+    /// How long until the lease of an unfenced master runs out, so its fence lands then
+    /// and not up to a probe interval later.
+    fn until_lease_ends(&self) -> Duration {
+        let local = lock(&self.local);
+        let serving = !local.fenced
+            && local
+                .health
+                .status()
+                .is_some_and(|s| s.role == RedisRole::Master);
+        match local.contact_at {
+            Some(contact) if serving => {
+                let age = Duration::from_millis(self.clock.now().since(contact).0);
+                // `is_isolated` is strict: the lease has run out a millisecond past it.
+                (self.config.lease + Duration::from_millis(1))
+                    .saturating_sub(age)
+                    .max(Duration::from_millis(1))
+            }
+            _ => Duration::MAX,
         }
     }
 
     /// One cycle over one snapshot of the committed state: probe, report (when due or
-    /// when the Redis changed role or went up/down), reconcile. Returns whether it reported.
-    pub async fn cycle(&mut self, report_due: bool) -> bool {
+    /// when what it sees changed), reconcile. Returns whether it reported, and if so
+    /// whether the last report was acknowledged.
+    pub async fn cycle(&mut self, report_due: bool) -> Option<bool> {
         let state = self.consensus.state();
         self.probe().await;
         self.probe_master_writes(&state).await;
-        let report = report_due || self.observation_changed();
-        if report {
-            self.report(&state).await;
+        let mut reported = None;
+        if report_due || self.observation_changed() {
+            reported = Some(self.report(&state).await);
         }
         self.reconcile(&state).await;
+        // A role change or fence just made is news the coordinator (and every Sentinel
+        // view) needs now, not at the next keep-alive.
+        if self.observation_changed() {
+            reported = Some(self.report(&state).await);
+        }
         self.keep_min_replicas(&state).await;
         if let Some(kube) = &mut self.kube {
             kube.sync_master_endpoints(&state).await;
         }
-        report
+        reported
     }
 
     fn observation_changed(&self) -> bool {
         let local = lock(&self.local);
-        let seen = (
-            local.health.status().is_some(),
-            local.health.status().map(|s| s.role),
-        );
-        local.last_reported.is_some_and(|last| last != seen)
+        local
+            .last_reported
+            .as_ref()
+            .is_some_and(|last| *last != Observation::of(&local))
     }
 
     /// Replicas must notice a silent (partitioned) master within seconds: the master's
@@ -383,10 +487,7 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
             .switchover
             .as_ref()
             .is_some_and(|sw| sw.from == me && local.handover_paused_for == Some(sw.epoch));
-        local.last_reported = Some((
-            local.health.status().is_some(),
-            local.health.status().map(|s| s.role),
-        ));
+        local.last_reported = Some(Observation::of(&local));
         NodeReport {
             node: me,
             member: self.config.member.clone(),
@@ -397,7 +498,8 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
         }
     }
 
-    async fn report(&self, state: &ClusterState) {
+    /// Sends one report; true when a coordinator acknowledged it.
+    async fn report(&self, state: &ClusterState) -> bool {
         let report = self.build_report(state);
         let sent_at = self.clock.now();
         // A report to a leader that is gone blocks this cycle until the timeout; keep that
@@ -408,9 +510,11 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                 let mut local = lock(&self.local);
                 local.contact_at = renewed_contact(local.contact_at, &ack, sent_at, state.epoch);
                 local.master_offset = ack.master_offset;
-                if ack.quorum_ack_age_ms.is_some() {
+                let confirmed = ack.quorum_ack_age_ms.is_some();
+                if confirmed {
                     local.cluster_health = Some((self.clock.now(), ack.health));
                 }
+                confirmed
             }
             Err(e) => {
                 let leader = self.consensus.facts().leader;
@@ -421,6 +525,7 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                     })
                     .inc();
                 debug!(error = %e, "report not acknowledged");
+                false
             }
         }
     }

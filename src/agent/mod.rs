@@ -196,6 +196,7 @@ impl Agent {
         let metrics = Arc::new(Metrics::new());
         let policy = Policy {
             redis_down_after: millis(settings.redis_down_after),
+            lease: millis(settings.lease),
             down_after: millis(settings.down_after),
             max_lag_bytes: settings.max_lag_on_failover,
             switchover_timeout: millis(settings.switchover_timeout),
@@ -241,6 +242,7 @@ impl Agent {
                 probe_interval: s.probe_interval,
                 lease: s.lease,
                 down_after: s.down_after,
+                redis_down_after: s.redis_down_after,
             },
             redis,
             consensus: self.consensus.clone(),

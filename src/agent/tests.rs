@@ -54,6 +54,7 @@ fn cluster(master: &str, run_id: &str) -> ClusterState {
 fn policy() -> Policy {
     Policy {
         redis_down_after: Millis(300),
+        lease: Millis(3_000),
         down_after: Millis(5_000),
         max_lag_bytes: 1_048_576,
         switchover_timeout: Millis(5_000),
@@ -134,6 +135,7 @@ fn member_loop<S: ReportSink>(
             probe_interval: PROBE,
             lease: LEASE,
             down_after: DOWN_AFTER,
+            redis_down_after: Duration::from_millis(300),
         },
         redis: Some(redis),
         consensus,
@@ -547,4 +549,105 @@ async fn a_failing_label_write_is_backed_off_and_never_holds_back_the_fence() {
             .any(|c| *c == Call::EnsureRoleLabel(Some(crate::model::RedisRole::Replica))),
         "the move away from master is tried without waiting out the backoff"
     );
+}
+
+/// The downs reported so far, as (refused, for_ms).
+fn downs(sink: &Scripted) -> Vec<(bool, u64)> {
+    lock(&sink.sent)
+        .iter()
+        .filter_map(|r| match &r.redis {
+            Some(RedisHealth::Down { kind, for_ms, .. }) => {
+                Some((*kind == crate::model::DownKind::Refused, *for_ms))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redis_exit_is_reported_at_once_and_again_when_it_counts_as_failed() {
+    let redis = FakeRedis::master("run-a");
+    let (m, sink) = node_a(cluster("a", "run-a"), &redis);
+    let task = tokio::spawn(m.run());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = lock(&sink.sent).len();
+    assert!(
+        before >= 1,
+        "the loop reports its first observation at once"
+    );
+    // Between probes (the next is 150 ms away): only the closed connection can tell.
+    redis.exit();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(
+        downs(&sink),
+        vec![(true, 0)],
+        "the exit is reported within a millisecond, not at the next probe"
+    );
+    // Looks every 50 ms while down, one of them exactly when it has been refused for
+    // --redis-down-after (300 ms): the failover is not a poll late.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = downs(&sink);
+    assert_eq!(seen.last(), Some(&(true, 300)), "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[1].1 - w[0].1 <= 50), "{seen:?}");
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unchanged_view_is_reported_as_a_keep_alive_and_a_change_at_once() {
+    let redis = FakeRedis::master("run-a");
+    let (m, sink) = node_a(cluster("a", "run-a"), &redis);
+    let task = tokio::spawn(m.run());
+    // 3 s of probes every 200 ms, but reports only every lease/4 = 750 ms.
+    tokio::time::sleep(Duration::from_millis(3_010)).await;
+    let reports = lock(&sink.sent).len();
+    assert!(
+        (4..=6).contains(&reports),
+        "{reports} reports in 3 s: a keep-alive every 750 ms, not one per 200 ms probe"
+    );
+    let probes = redis
+        .snapshot()
+        .commands
+        .iter()
+        .filter(|c| *c == "INFO")
+        .count();
+    assert!(
+        probes >= 15,
+        "the Redis is still probed every 200 ms ({probes} probes)"
+    );
+    // The Redis becomes a replica behind the agent's back: reported within one probe.
+    redis.with(|s| {
+        s.role = crate::model::RedisRole::Replica;
+        s.master_addr = Some("b:6379".into());
+    });
+    let sent_before = lock(&sink.sent).len();
+    tokio::time::sleep(Duration::from_millis(201)).await;
+    let roles: Vec<_> = lock(&sink.sent)[sent_before..]
+        .iter()
+        .filter_map(|r| r.redis.as_ref().and_then(|h| h.status()).map(|s| s.role))
+        .collect();
+    assert!(
+        roles.contains(&crate::model::RedisRole::Replica),
+        "a role change is reported within one probe: {roles:?}"
+    );
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_running_loop_fences_when_the_lease_runs_out_not_a_probe_later() {
+    let redis = FakeRedis::master("run-a");
+    let (m, sink) = node_a(cluster("a", "run-a"), &redis);
+    let task = tokio::spawn(m.run());
+    // Acked reports at 0 ms and at the first probe after the 750 ms keep-alive (800 ms);
+    // then the coordinator is gone.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(!paused(&redis), "a master in contact takes writes");
+    sink.answer(None);
+    tokio::time::sleep(Duration::from_millis(2_790)).await;
+    assert!(!paused(&redis), "fenced before the lease ran out");
+    tokio::time::sleep(Duration::from_millis(13)).await;
+    assert!(
+        paused(&redis),
+        "fenced within 2 ms of the lease's end (3 s after the last ack at 800 ms)"
+    );
+    task.abort();
 }

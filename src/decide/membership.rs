@@ -150,6 +150,7 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             redis_down_after: Millis(300),
+            lease: Millis(3_000),
             down_after: Millis(5_000),
             max_lag_bytes: 0,
             switchover_timeout: Millis(5_000),

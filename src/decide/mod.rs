@@ -28,6 +28,9 @@ pub struct Policy {
     /// Silence from the master's agent (with no replica seeing a live link) before failover.
     /// Also the fencing bound: never commit a new master sooner after the old one's last contact.
     pub down_after: Millis,
+    /// How long a master's agent lets its Redis take writes after its last confirmed quorum
+    /// contact (`--lease`, less than `down_after`).
+    pub lease: Millis,
     /// Refuse a candidate whose offset is further behind the master's last known offset.
     pub max_lag_bytes: u64,
     /// How long a planned switchover may hold the master's writes paused before it is abandoned.
@@ -368,16 +371,21 @@ fn judge_master(
         };
     }
 
-    // Silence counts from our own leadership at the earliest: a new coordinator has
-    // not had the chance to hear from anyone, and the old master's lease may still run.
-    let last_contact = latest.map_or(reports.leader_since, |r| {
-        r.received_at.max(reports.leader_since)
-    });
+    // A coordinator that has heard the master's agent counts its silence from that report.
+    // One that has not heard it since it took over counts from its own leadership: every
+    // contact the master's lease rests on was confirmed by a quorum before this leadership
+    // began, so that master has fenced itself by `leader_since + lease`. Waiting halfway
+    // from the lease to `down_after` leaves its agent time to run the fence, and spares a
+    // host loss that took the Raft leader with it a second full `down_after`.
+    let (last_contact, needed) = match latest {
+        Some(r) => (r.received_at.max(reports.leader_since), policy.down_after),
+        None => (reports.leader_since, new_leader_wait(policy)),
+    };
     let silent = now.since(last_contact);
-    if silent < policy.down_after {
+    if silent < needed {
         return Verdict::Kept(format!(
             "master {name} silent for {} ms; failover at {} ms",
-            silent.0, policy.down_after.0
+            silent.0, needed.0
         ));
     }
     let links = live_links_to(state, reports, policy, now, master, member);
@@ -406,6 +414,13 @@ fn judge_master(
         ),
         last_contact,
     )
+}
+
+/// How long a new coordinator that has not heard the master's agent waits from its own
+/// leadership before the master counts as silent.
+pub fn new_leader_wait(policy: &Policy) -> Millis {
+    let lease = policy.lease.min(policy.down_after);
+    Millis(lease.0 + (policy.down_after.0 - lease.0) / 2)
 }
 
 /// Data members that freshly report a live replication link to the master (proof its

@@ -20,6 +20,7 @@ const SWITCHOVER_TIMEOUT: u64 = 5_000;
 fn policy() -> Policy {
     Policy {
         redis_down_after: Millis(REDIS_DOWN_AFTER),
+        lease: Millis(3_000),
         down_after: Millis(DOWN_AFTER),
         max_lag_bytes: MAX_LAG,
         switchover_timeout: Millis(SWITCHOVER_TIMEOUT),
@@ -103,6 +104,7 @@ fn run_id_of(health: &RedisHealth) -> String {
 }
 
 /// One scenario: committed state plus what the coordinator heard.
+#[derive(Clone)]
 struct Scenario {
     state: ClusterState,
     reports: Reports,
@@ -585,17 +587,19 @@ fn live_link_counts_only_from_a_fresh_report() {
 
 #[test]
 fn leader_since_bounds_silence() {
-    // A new coordinator that never heard from the master must not fail it over
-    // before down_after has run on its own clock: the old master's lease may still run.
+    // A new coordinator that never heard from the master must not fail it over before
+    // the old master's lease (3 s) has surely run out on its own clock: halfway from the
+    // lease to down_after (15 s), 9 s.
     let s = Scenario::new(&three_nodes())
         .master("a", "run-a")
         .report("b", up_replica_of(&addr("a"), false, 5_000));
-    let d = s.leader_since(NOW - 1_000).decide();
+    let d = s.clone().leader_since(NOW - 1_000).decide();
     assert_eq!(elected(&d), None);
-    assert_eq!(
-        d.reason,
-        "master a silent for 1000 ms; failover at 15000 ms"
-    );
+    assert_eq!(d.reason, "master a silent for 1000 ms; failover at 9000 ms");
+    let d = s.clone().leader_since(NOW - 8_999).decide();
+    assert_eq!(elected(&d), None, "{}", d.reason);
+    let d = s.leader_since(NOW - 9_000).decide();
+    assert_eq!(elected(&d), Some((id("b"), 8)), "{}", d.reason);
 
     // Same with an old report from a previous term.
     let d = Scenario::new(&three_nodes())
@@ -606,6 +610,14 @@ fn leader_since_bounds_silence() {
         .decide();
     assert_eq!(elected(&d), None, "{}", d.reason);
 
+    // Heard once since it took over: the full down_after from that report.
+    let d = Scenario::new(&three_nodes())
+        .master("a", "run-a")
+        .report_at("a", Some(up_master("run-a", 5_000, 10)), NOW - 9_000)
+        .report("b", up_replica_of(&addr("a"), false, 5_000))
+        .leader_since(NOW - DOWN_AFTER)
+        .decide();
+    assert_eq!(elected(&d), None, "{}", d.reason);
     let d = Scenario::new(&three_nodes())
         .master("a", "run-a")
         .report("b", up_replica_of(&addr("a"), false, 5_000))

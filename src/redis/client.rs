@@ -12,8 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionAddr, FromRedisValue, IntoConnectionInfo};
-use tokio::sync::Mutex;
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, FromRedisValue, IntoConnectionInfo, ProtocolVersion,
+    PushInfo, PushKind,
+};
+use tokio::sync::{Mutex, Notify};
 
 use super::{RedisConfig, RedisError, RedisNode};
 use crate::model::{RedisRole, RedisStatus};
@@ -35,6 +38,8 @@ pub struct RedisClient {
     /// A client of the master this Redis replicates from, for write probes; rebuilt when
     /// the master's address changes.
     master: Mutex<Option<(String, Arc<RedisClient>)>>,
+    /// Woken by redis-rs when a connection of ours closes (its `Disconnection` push).
+    closed: Arc<Notify>,
 }
 
 /// The channel of the write probe: nobody subscribes, so a `PUBLISH` changes nothing.
@@ -79,7 +84,10 @@ impl RedisClient {
         };
         // Built field by field rather than from a URL, so no password
         // character needs escaping.
-        let mut settings = redis::RedisConnectionInfo::default();
+        // RESP3: redis-rs reports a closed connection only to a push sender, and only on
+        // RESP3 connections (Redis 6 and later, Valkey).
+        let mut settings =
+            redis::RedisConnectionInfo::default().set_protocol(ProtocolVersion::RESP3);
         if let Some(password) = &config.password {
             settings = settings.set_password(password);
         }
@@ -104,9 +112,17 @@ impl RedisClient {
             _ => redis::Client::open(info),
         }
         .map_err(|e| RedisError::Unreachable(format!("invalid redis config: {e}")))?;
+        let closed = Arc::new(Notify::new());
+        let on_push = closed.clone();
         let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_push_sender(move |push: PushInfo| {
+                if push.kind == PushKind::Disconnection {
+                    on_push.notify_one();
+                }
+                Ok::<(), std::convert::Infallible>(())
+            });
         Ok(Self {
             client,
             addr: addr_text,
@@ -115,6 +131,7 @@ impl RedisClient {
             config: kept,
             cache: Mutex::new(Cache::default()),
             master: Mutex::new(None),
+            closed,
         })
     }
 
@@ -250,6 +267,10 @@ impl RedisClient {
 }
 
 impl RedisNode for RedisClient {
+    async fn closed(&self) {
+        self.closed.notified().await;
+    }
+
     async fn probe(&self) -> Result<RedisStatus, RedisError> {
         let mut cmd = redis::cmd("INFO");
         cmd.arg("server").arg("replication").arg("keyspace");

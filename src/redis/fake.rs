@@ -34,6 +34,7 @@ pub struct FakeState {
 #[derive(Clone)]
 pub struct FakeRedis {
     state: Arc<Mutex<FakeState>>,
+    closed: Arc<tokio::sync::Notify>,
 }
 
 impl FakeRedis {
@@ -51,6 +52,7 @@ impl FakeRedis {
                 master_writable: true,
                 min_replicas: 0,
             })),
+            closed: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -70,6 +72,12 @@ impl FakeRedis {
 
     pub fn with<T>(&self, change: impl FnOnce(&mut FakeState) -> T) -> T {
         change(&mut self.lock())
+    }
+
+    /// The process exits: every call fails as refused, and the held connection closes.
+    pub fn exit(&self) {
+        self.with(|s| s.failing = Some(RedisError::Refused("connection refused".into())));
+        self.closed.notify_one();
     }
 
     pub fn snapshot(&self) -> FakeState {
@@ -138,6 +146,10 @@ impl RedisNode for FakeRedis {
         s.master_addr = Some(crate::addr::join_host_port(host, port));
         s.link_up = true;
         Ok(())
+    }
+
+    async fn closed(&self) {
+        self.closed.notified().await;
     }
 
     async fn pause_writes(&self, duration: Duration) -> Result<(), RedisError> {

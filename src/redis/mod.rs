@@ -37,6 +37,11 @@ impl RedisError {
 
 /// Operations on one local redis-server. Every operation is safe to repeat.
 pub trait RedisNode: Send + Sync + 'static {
+    /// Resolves when a connection the agent held to this Redis has closed (EOF or reset)
+    /// since the last call: the sign that the process exited, sooner than any poll. Only a
+    /// probe decides what it means (a refused reconnect is a dead Redis; a working one is
+    /// not), so a spurious wake-up costs one probe.
+    fn closed(&self) -> impl Future<Output = ()> + Send;
     /// INFO server/replication/keyspace parsed into a status.
     fn probe(&self) -> impl Future<Output = Result<RedisStatus, RedisError>> + Send;
     /// `REPLICAOF NO ONE`.

@@ -76,6 +76,8 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub peers: String,
     pub api: ApiClient,
+    /// The agents' timing flags, [`TIMING`] unless a test replaces one.
+    pub timing: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -85,8 +87,10 @@ impl Cluster {
         Cluster::with_redis(super::ServerOptions::default())
     }
 
-    /// Start both redis-servers with `options` (say, a password), not the agents.
-    pub fn with_redis(options: super::ServerOptions) -> Cluster {
+    /// Start both redis-servers with `options` (say, a password), not the agents; as the
+    /// deployment does, with `min-replicas-to-write 1` unless the options say otherwise.
+    pub fn with_redis(mut options: super::ServerOptions) -> Cluster {
+        options.min_replicas_to_write.get_or_insert(1);
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
@@ -114,6 +118,7 @@ impl Cluster {
             nodes,
             peers,
             api,
+            timing: TIMING.iter().map(|a| a.to_string()).collect(),
             dir,
         }
     }
@@ -122,8 +127,16 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// Replace the timing flag `--name=...` of every agent started from now on.
+    pub fn set_timing(&mut self, name: &str, value: &str) {
+        let prefix = format!("{name}=");
+        self.timing.retain(|a| !a.starts_with(&prefix));
+        self.timing.push(format!("{name}={value}"));
+    }
+
     pub fn start_agent(&mut self, i: usize) {
         let peers = self.peers.clone();
+        let timing = self.timing.clone();
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "{} already running", node.name);
         let log = std::fs::OpenOptions::new()
@@ -140,7 +153,7 @@ impl Cluster {
             .arg(format!("--site={}", node.name))
             .arg(format!("--node-name={}", node.name))
             .arg("--election-mode=raft")
-            .args(TIMING)
+            .args(&timing)
             .args(&node.extra_args)
             .env("SHARED_SECRET", &node.secret)
             .env("RUST_LOG", "info,openraft=warn")

@@ -37,6 +37,9 @@ pub struct ServerOptions {
     pub requirepass: Option<String>,
     /// `masterauth`: what this server sends when it replicates.
     pub masterauth: Option<String>,
+    /// `min-replicas-to-write` at start: 1 is how the deployment starts its Redis, so one
+    /// that (re)starts refuses writes until its agent has placed it.
+    pub min_replicas_to_write: Option<u32>,
 }
 
 /// A `redis-server` child process bound to 127.0.0.1.
@@ -216,6 +219,9 @@ fn spawn(port: u16, options: &ServerOptions, dir: &TempDir) -> Child {
     }
     if let Some(password) = &options.masterauth {
         cmd.args(["--masterauth", password]);
+    }
+    if let Some(count) = options.min_replicas_to_write {
+        cmd.args(["--min-replicas-to-write", &count.to_string()]);
     }
     cmd.spawn()
         .unwrap_or_else(|e| panic!("{}", server_program::spawn_failure(&e)))
