@@ -266,13 +266,12 @@ impl Measured {
 /// failure, prints its events and stderr (a restart for the next event loses them). Every
 /// client is held to the bound, node-redis after a SIGKILL too: it rediscovers the moment
 /// the master's socket closes, so it needs the agents to have seen the exit by then.
-
 fn judge(
     d: &mut Driver,
     event: &Measured,
     table: &mut Vec<(String, String)>,
     failures: &mut Vec<String>,
-) {
+) -> Option<u64> {
     let o = outcome(d, event.at, event.named_at, event.until, event.new_port);
     let alive = d.alive();
     let what = event.what;
@@ -335,6 +334,323 @@ fn judge(
         }
         eprintln!("--- {} stderr ---\n{}", d.name, d.stderr_tail());
     }
+    o.reached_ms
+}
+
+/// Where the clients write: two Redis behind three Sentinel-protocol endpoints, with a way
+/// to kill the master's Redis, bring it back, and switch over to it again.
+trait Deployment {
+    fn endpoints(&self) -> Vec<u16>;
+    fn dir(&self) -> &std::path::Path;
+    /// The master's and the replica's Redis ports, once settled.
+    fn ports(&self) -> (u16, u16);
+    fn kill_master(&mut self);
+    /// Restarts the killed Redis (empty) and waits until it is the replica of the survivor.
+    async fn restart_killed(&mut self);
+    /// A planned switchover to the first master.
+    async fn switch_over_back(&mut self);
+}
+
+/// Our three agents (two data nodes and the witness) with their Sentinel endpoints.
+struct Ours {
+    cluster: Cluster,
+    endpoints: Vec<u16>,
+    first: usize,
+}
+
+impl Ours {
+    /// `defaults`: the agent's default timings instead of the tests' fast ones.
+    async fn start(defaults: bool) -> Ours {
+        let mut cluster = Cluster::new();
+        if defaults {
+            cluster.timing.clear();
+        }
+        let endpoints: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+        for (node, port) in cluster.nodes.iter_mut().zip(&endpoints) {
+            node.extra_args
+                .push(format!("--sentinel-bind=127.0.0.1:{port}"));
+        }
+        cluster.start_all();
+        let first = cluster.wait_stable_master(SETTLE).await;
+        Ours {
+            cluster,
+            endpoints,
+            first,
+        }
+    }
+}
+
+impl Deployment for Ours {
+    fn endpoints(&self) -> Vec<u16> {
+        self.endpoints.clone()
+    }
+
+    fn dir(&self) -> &std::path::Path {
+        self.cluster.dir()
+    }
+
+    fn ports(&self) -> (u16, u16) {
+        (
+            self.cluster.nodes[self.first].redis().port(),
+            self.cluster.nodes[1 - self.first].redis().port(),
+        )
+    }
+
+    fn kill_master(&mut self) {
+        self.cluster.nodes[self.first].redis_mut().kill();
+    }
+
+    async fn restart_killed(&mut self) {
+        self.cluster.nodes[self.first].redis_mut().restart();
+        assert_eq!(
+            self.cluster.wait_stable_master(SETTLE).await,
+            1 - self.first
+        );
+    }
+
+    async fn switch_over_back(&mut self) {
+        let api = ApiClient::new(Some(SECRET.as_bytes()), Duration::from_secs(15)).expect("api");
+        let name = self.cluster.nodes[self.first].name.clone();
+        let done: SwitchoverDone = api
+            .post(
+                &self.cluster.nodes[2].api_addr(),
+                "/switchover",
+                &serde_json::json!({ "to": name }),
+            )
+            .await
+            .expect("switchover");
+        assert_eq!(done.to, name);
+    }
+}
+
+/// Real Redis Sentinel: the two Redis (the second a replica) and three sentinels, quorum 2.
+struct RealSentinel {
+    redis: Vec<common::RedisServer>,
+    sentinels: Vec<Child>,
+    endpoints: Vec<u16>,
+    dir: tempfile::TempDir,
+}
+
+impl RealSentinel {
+    async fn start(down_after: Duration) -> RealSentinel {
+        let redis = vec![common::RedisServer::start(), common::RedisServer::start()];
+        let master = redis[0].port();
+        redis[1]
+            .query::<()>(&["REPLICAOF", "127.0.0.1", &master.to_string()])
+            .expect("replicaof");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let endpoints: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+        let sentinels = endpoints
+            .iter()
+            .map(|port| {
+                let conf = dir.path().join(format!("sentinel-{port}.conf"));
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "port {port}\nbind 127.0.0.1\ndir {}\n\
+                         sentinel monitor mymaster 127.0.0.1 {master} 2\n\
+                         sentinel down-after-milliseconds mymaster {}\n\
+                         sentinel failover-timeout mymaster {}\n\
+                         sentinel parallel-syncs mymaster 1\n",
+                        dir.path().display(),
+                        down_after.as_millis(),
+                        (down_after * 10).max(Duration::from_secs(10)).as_millis()
+                    ),
+                )
+                .expect("sentinel config");
+                Command::new(common::server_program::redis_server())
+                    .arg(&conf)
+                    .arg("--sentinel")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start a sentinel")
+            })
+            .collect();
+        let deployment = RealSentinel {
+            redis,
+            sentinels,
+            endpoints,
+            dir,
+        };
+        deployment.settle(0).await;
+        deployment
+    }
+
+    /// Every sentinel names `redis[master]` and knows the other Redis as its replica.
+    async fn settle(&self, master: usize) {
+        let want = self.redis[master].port();
+        let other = self.redis[1 - master].port();
+        common::eventually("the sentinels agree", SETTLE, || {
+            let endpoints = self.endpoints.clone();
+            let ok = endpoints.iter().all(|&e| {
+                let query = |args: &[&str]| {
+                    redis::Client::open(format!("redis://127.0.0.1:{e}/"))
+                        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(300)))
+                        .and_then(|mut conn| common::command(args).query::<redis::Value>(&mut conn))
+                };
+                let named = matches!(
+                    query(&["SENTINEL", "get-master-addr-by-name", "mymaster"]),
+                    Ok(redis::Value::Array(ref a)) if a.get(1) == Some(&redis::Value::BulkString(want.to_string().into_bytes()))
+                );
+                let replicas = format!("{:?}", query(&["SENTINEL", "replicas", "mymaster"]));
+                named && replicas.contains(&other.to_string()) && !replicas.contains("s_down")
+            });
+            async move { ok }
+        })
+        .await;
+    }
+}
+
+impl Drop for RealSentinel {
+    fn drop(&mut self) {
+        for child in &mut self.sentinels {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Deployment for RealSentinel {
+    fn endpoints(&self) -> Vec<u16> {
+        self.endpoints.clone()
+    }
+
+    fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    fn ports(&self) -> (u16, u16) {
+        (self.redis[0].port(), self.redis[1].port())
+    }
+
+    fn kill_master(&mut self) {
+        self.redis[0].kill();
+    }
+
+    async fn restart_killed(&mut self) {
+        self.redis[0].restart();
+        self.settle(1).await;
+    }
+
+    async fn switch_over_back(&mut self) {
+        // SENTINEL FAILOVER promotes the (only) replica: the first Redis.
+        let port = self.endpoints[0];
+        let answer = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+            .and_then(|mut conn| {
+                common::command(&["SENTINEL", "FAILOVER", "mymaster"]).query::<String>(&mut conn)
+            });
+        assert_eq!(answer.ok().as_deref(), Some("OK"), "SENTINEL FAILOVER");
+    }
+}
+
+/// One client's time from an event to its first write on the new master.
+type Reached = Vec<((String, &'static str), Option<u64>)>;
+
+/// Every installed client through a SIGKILL of the master's Redis and a planned
+/// switchover back; the table rows, the failures against the bound, and the times.
+async fn run_matrix<D: Deployment>(
+    d: &mut D,
+    installed: &[(String, String)],
+) -> (Vec<(String, String)>, Vec<String>, Reached) {
+    let endpoints = d.endpoints();
+    let sentinels = endpoints
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut drivers: Vec<Driver> = installed
+        .iter()
+        .map(|(name, prefix)| Driver::spawn(name, prefix, &sentinels, d.dir()))
+        .collect();
+    let (first_port, survivor_port) = d.ports();
+    // A JVM and the Sentinel discovery take a few seconds on a loaded machine.
+    wait_all_on(&drivers, first_port, 0, Duration::from_secs(30)).await;
+    for driver in &drivers {
+        assert!(
+            driver.first_ok_on(first_port, 0).is_some(),
+            "{} never wrote on the first master; stderr:\n{}",
+            driver.name,
+            driver.stderr_tail()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut table = Vec::new();
+    let mut failures = Vec::new();
+    let mut reached = Vec::new();
+
+    // (a) SIGKILL of the master's redis-server.
+    let named = all_endpoints_name(endpoints.clone(), survivor_port, SETTLE);
+    let killed_at = now_ms();
+    d.kill_master();
+    wait_all_on(&drivers, survivor_port, killed_at, OBSERVE).await;
+    let event = Measured {
+        what: "SIGKILL master redis",
+        at: killed_at,
+        named_at: named
+            .join()
+            .expect("endpoint watch")
+            .expect("every endpoint names the new master"),
+        until: now_ms(),
+        new_port: survivor_port,
+    };
+    event.print();
+    for driver in &mut drivers {
+        reached.push((
+            (driver.name.clone(), event.what),
+            judge(driver, &event, &mut table, &mut failures),
+        ));
+    }
+    // The killed Redis comes back (empty) and is demoted to a replica.
+    d.restart_killed().await;
+    // A client that needed a restart gets one, so that (b) measures it afresh.
+    for (driver, (name, prefix)) in drivers.iter_mut().zip(installed) {
+        if driver.first_ok_on(survivor_port, killed_at).is_none() {
+            *driver = Driver::spawn(name, prefix, &sentinels, d.dir());
+        }
+    }
+    let since = now_ms();
+    wait_all_on(&drivers, survivor_port, since, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // (b) A planned switchover back to the first node.
+    let named = all_endpoints_name(endpoints, first_port, SETTLE);
+    let switch_at = now_ms();
+    d.switch_over_back().await;
+    wait_all_on(&drivers, first_port, switch_at, OBSERVE).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let event = Measured {
+        what: "planned switchover",
+        at: switch_at,
+        named_at: named
+            .join()
+            .expect("endpoint watch")
+            .expect("every endpoint names the new master"),
+        until: now_ms(),
+        new_port: first_port,
+    };
+    event.print();
+    for driver in &mut drivers {
+        reached.push((
+            (driver.name.clone(), event.what),
+            judge(driver, &event, &mut table, &mut failures),
+        ));
+    }
+    table.sort();
+    (table, failures, reached)
+}
+
+fn print_table(table: &[(String, String)]) {
+    println!(
+        "\n{:<16} {:<22} {:>14} {:>7} {:>12} {:>8}  first error",
+        "client", "event", "unavailable ms", "errors", "after named", "restart"
+    );
+    for row in table {
+        println!("{}", row.1);
+    }
 }
 
 #[test]
@@ -345,111 +661,48 @@ fn stock_clients_follow_a_failover_and_a_switchover() {
         return;
     }
     run_serial(async {
-        let mut c = Cluster::new();
-        let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
-        for (node, port) in c.nodes.iter_mut().zip(&ports) {
-            node.extra_args
-                .push(format!("--sentinel-bind=127.0.0.1:{port}"));
-        }
-        c.start_all();
-        let first = c.wait_stable_master(SETTLE).await;
-        let sentinels = ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut drivers: Vec<Driver> = installed
-            .iter()
-            .map(|(name, prefix)| Driver::spawn(name, prefix, &sentinels, c.dir()))
-            .collect();
-        let first_port = c.nodes[first].redis().port();
-        // A JVM and the Sentinel discovery take a few seconds on a loaded machine.
-        wait_all_on(&drivers, first_port, 0, Duration::from_secs(30)).await;
-        for d in &drivers {
-            assert!(
-                d.first_ok_on(first_port, 0).is_some(),
-                "{} never wrote on the first master; stderr:\n{}",
-                d.name,
-                d.stderr_tail()
+        let mut ours = Ours::start(false).await;
+        let (table, failures, _) = run_matrix(&mut ours, &installed).await;
+        print_table(&table);
+        assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    });
+}
+
+/// The benchmark of issue 12.4 (on demand: `bench/clients-vs-sentinel.sh`): each client's
+/// write unavailability through both events with our agents at their defaults, next to
+/// the same client against real Redis Sentinel (down-after 1 s; its default is 30 s) in
+/// the same run.
+#[test]
+#[ignore]
+fn bench_clients_ours_vs_real_sentinel() {
+    let installed = installed_drivers();
+    assert!(!installed.is_empty(), "no stock client could be installed");
+    run_serial(async {
+        let mut ours = Ours::start(true).await;
+        let (table, _, ours_reached) = run_matrix(&mut ours, &installed).await;
+        print_table(&table);
+        drop(ours);
+        let mut sentinel = RealSentinel::start(Duration::from_secs(1)).await;
+        let (table, _, sentinel_reached) = run_matrix(&mut sentinel, &installed).await;
+        print_table(&table);
+        println!(
+            "\n{:<16} {:<22} {:>10} {:>13} {:>9}",
+            "client", "event", "ours ms", "sentinel ms", "ours/sen"
+        );
+        let show = |ms: Option<u64>| ms.map_or_else(|| "never".to_string(), |m| m.to_string());
+        for ((key, ours_ms), (_, sentinel_ms)) in ours_reached.iter().zip(&sentinel_reached) {
+            let ratio = match (ours_ms, sentinel_ms) {
+                (Some(o), Some(s)) if *s > 0 => format!("{:.2}", *o as f64 / *s as f64),
+                _ => "-".into(),
+            };
+            println!(
+                "{:<16} {:<22} {:>10} {:>13} {:>9}",
+                key.0,
+                key.1,
+                show(*ours_ms),
+                show(*sentinel_ms),
+                ratio
             );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-
-        let mut table = Vec::new();
-        let mut failures = Vec::new();
-
-        // (a) SIGKILL of the master's redis-server.
-        let survivor = 1 - first;
-        let survivor_port = c.nodes[survivor].redis().port();
-        let named = all_endpoints_name(ports.clone(), survivor_port, SETTLE);
-        let killed_at = now_ms();
-        c.nodes[first].redis_mut().kill();
-        wait_all_on(&drivers, survivor_port, killed_at, OBSERVE).await;
-        let event = Measured {
-            what: "SIGKILL master redis",
-            at: killed_at,
-            named_at: named
-                .join()
-                .expect("endpoint watch")
-                .expect("every endpoint names the new master"),
-            until: now_ms(),
-            new_port: survivor_port,
-        };
-        event.print();
-        for d in &mut drivers {
-            judge(d, &event, &mut table, &mut failures);
-        }
-        // The killed Redis comes back (empty) and is demoted to a replica.
-        c.nodes[first].redis_mut().restart();
-        assert_eq!(c.wait_stable_master(SETTLE).await, survivor);
-        // A client that needed a restart gets one, so that (b) measures it afresh.
-        for (d, (name, prefix)) in drivers.iter_mut().zip(&installed) {
-            if d.first_ok_on(survivor_port, killed_at).is_none() {
-                *d = Driver::spawn(name, prefix, &sentinels, c.dir());
-            }
-        }
-        let since = now_ms();
-        wait_all_on(&drivers, survivor_port, since, Duration::from_secs(30)).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-
-        // (b) A planned switchover back to the first node.
-        let api = ApiClient::new(Some(SECRET.as_bytes()), Duration::from_secs(15)).expect("api");
-        let named = all_endpoints_name(ports.clone(), first_port, SETTLE);
-        let switch_at = now_ms();
-        let done: SwitchoverDone = api
-            .post(
-                &c.nodes[2].api_addr(),
-                "/switchover",
-                &serde_json::json!({ "to": c.nodes[first].name }),
-            )
-            .await
-            .expect("switchover");
-        assert_eq!(done.to, c.nodes[first].name);
-        wait_all_on(&drivers, first_port, switch_at, OBSERVE).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let event = Measured {
-            what: "planned switchover",
-            at: switch_at,
-            named_at: named
-                .join()
-                .expect("endpoint watch")
-                .expect("every endpoint names the new master"),
-            until: now_ms(),
-            new_port: first_port,
-        };
-        event.print();
-        for d in &mut drivers {
-            judge(d, &event, &mut table, &mut failures);
-        }
-
-        println!(
-            "\n{:<16} {:<22} {:>14} {:>7} {:>12} {:>8}  first error",
-            "client", "event", "unavailable ms", "errors", "after named", "restart"
-        );
-        table.sort();
-        for row in table {
-            println!("{}", row.1);
-        }
-        assert!(failures.is_empty(), "\n{}", failures.join("\n"));
     });
 }

@@ -220,6 +220,7 @@ impl SentinelFeed {
             health_age: Duration::from_millis(health_age.0),
             stale: is_isolated(local.contact_at.map(|c| now.since(c)), self.lease)
                 || raft.state == openraft::ServerState::Shutdown,
+            master_refused_here: local.master_refused,
             redis_down_after: self.redis_down_after,
             down_after: self.down_after,
             failover_timeout: self.failover_timeout,
@@ -240,9 +241,11 @@ pub async fn feed_sentinel<C: Consensus>(
 ) {
     let mut committed = consensus.subscribe();
     let mut interval = tokio::time::interval(tick);
+    let updated = lock(&local).updated.clone();
     while !views.is_closed() {
         tokio::select! {
             _ = interval.tick() => {}
+            _ = updated.notified() => {}
             changed = committed.changed() => {
                 if changed.is_err() {
                     return;

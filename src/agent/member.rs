@@ -76,6 +76,12 @@ pub struct LocalState {
     pub cluster_health: Option<(Millis, BTreeMap<NodeId, MemberHealth>)>,
     /// What the last write probe of the committed master found (replicas only).
     pub master_accepts_writes: Option<bool>,
+    /// The last write probe found nothing listening at the committed master's address:
+    /// this agent's Sentinel view flags that master disconnected at once, as Sentinel does
+    /// when its own link to a master drops.
+    pub master_refused: bool,
+    /// Woken after every cycle, so the Sentinel view follows what this agent just learned.
+    pub updated: Arc<tokio::sync::Notify>,
     /// `min-replicas-to-write` last set, and on which Redis process (run_id).
     pub min_replicas_set: Option<(String, u32)>,
 }
@@ -130,6 +136,8 @@ impl Default for LocalState {
             tuned_run_id: None,
             cluster_health: None,
             master_accepts_writes: None,
+            master_refused: false,
+            updated: Arc::new(tokio::sync::Notify::new()),
             min_replicas_set: None,
         }
     }
@@ -319,6 +327,7 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
         if let Some(kube) = &mut self.kube {
             kube.sync_master_endpoints(&state).await;
         }
+        lock(&self.local).updated.notify_one();
         reported
     }
 
@@ -393,6 +402,7 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
     async fn probe_master_writes(&self, state: &ClusterState) {
         let Some(redis) = &self.redis else { return };
         let target = self.write_probe_target(state);
+        let mut refused = false;
         let found = match target {
             // Not during a switchover: the master pauses on purpose, and the target must
             // not slow down.
@@ -403,6 +413,7 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                 {
                     Ok(writable) => Some(writable),
                     Err(e) => {
+                        refused = matches!(e, crate::redis::RedisError::Refused(_));
                         debug!(error = %e, "write probe of the master failed");
                         None
                     }
@@ -421,17 +432,18 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
             }
         }
         local.master_accepts_writes = found;
+        local.master_refused = refused;
     }
 
-    /// The committed master's Redis address when the local Redis replicates from it with a
-    /// live link.
+    /// The committed master's Redis address when the local Redis replicates from it.
     fn write_probe_target(&self, state: &ClusterState) -> Option<(String, u16)> {
         let master = state.master.filter(|m| *m != self.config.me)?;
         let addr = state.members.get(&master)?.redis_addr.as_deref()?;
         let local = lock(&self.local);
         let status = local.health.status()?;
+        // The link may be down already (the replica saw the master's exit first); the
+        // probe still says whether anything listens there.
         let following = status.role == RedisRole::Replica
-            && status.master_link_up
             && status
                 .master_addr
                 .as_deref()

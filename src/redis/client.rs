@@ -64,6 +64,11 @@ struct Lease {
 impl RedisClient {
     /// Builds the client without connecting; the first call connects.
     pub fn new(config: RedisConfig) -> Result<Self, RedisError> {
+        Self::with_close_notify(config, Arc::new(Notify::new()))
+    }
+
+    /// [`new`](Self::new), waking `closed` when one of its connections closes.
+    fn with_close_notify(config: RedisConfig, closed: Arc<Notify>) -> Result<Self, RedisError> {
         let kept = config.clone();
         if config.host.is_empty() || config.port == 0 {
             return Err(RedisError::Unreachable(format!(
@@ -112,7 +117,6 @@ impl RedisClient {
             _ => redis::Client::open(info),
         }
         .map_err(|e| RedisError::Unreachable(format!("invalid redis config: {e}")))?;
-        let closed = Arc::new(Notify::new());
         let on_push = closed.clone();
         let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -144,11 +148,15 @@ impl RedisClient {
         {
             return Ok(client.clone());
         }
-        let client = Arc::new(RedisClient::new(RedisConfig {
-            host: host.to_string(),
-            port,
-            ..self.config.clone()
-        })?);
+        // Its connection closing (the master exited) wakes the member loop like ours does.
+        let client = Arc::new(RedisClient::with_close_notify(
+            RedisConfig {
+                host: host.to_string(),
+                port,
+                ..self.config.clone()
+            },
+            self.closed.clone(),
+        )?);
         *master = Some((addr, client.clone()));
         Ok(client)
     }

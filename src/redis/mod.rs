@@ -37,8 +37,9 @@ impl RedisError {
 
 /// Operations on one local redis-server. Every operation is safe to repeat.
 pub trait RedisNode: Send + Sync + 'static {
-    /// Resolves when a connection the agent held to this Redis has closed (EOF or reset)
-    /// since the last call: the sign that the process exited, sooner than any poll. Only a
+    /// Resolves when a connection the agent held to this Redis, or to the master whose
+    /// writes it probes, has closed (EOF or reset) since the last call: the sign that the
+    /// process exited, sooner than any poll. Only a
     /// probe decides what it means (a refused reconnect is a dead Redis; a working one is
     /// not), so a spurious wake-up costs one probe.
     fn closed(&self) -> impl Future<Output = ()> + Send;

@@ -181,6 +181,9 @@ pub struct SentinelFacts {
     pub health: BTreeMap<NodeId, MemberHealth>,
     pub health_age: Duration,
     pub stale: bool,
+    /// This agent's own write probe found nothing listening at the master's address: it is
+    /// flagged `disconnected` now, before the coordinator's health says so.
+    pub master_refused_here: bool,
     /// `--redis-down-after`: a Redis seen down this long is `s_down`.
     pub redis_down_after: Duration,
     /// `--down-after`: an agent silent this long is `s_down`, with its Redis.
@@ -255,7 +258,11 @@ pub fn build_view(
     };
     let master = state
         .master
-        .and_then(|id| state.members.get(&id).and_then(|m| instance(id, m)));
+        .and_then(|id| state.members.get(&id).and_then(|m| instance(id, m)))
+        .map(|mut master| {
+            master.health.disconnected |= facts.master_refused_here;
+            master
+        });
     let mut replicas: Vec<Instance> = state
         .members
         .iter()
@@ -465,6 +472,7 @@ mod tests {
             health: BTreeMap::new(),
             health_age: Duration::ZERO,
             stale: false,
+            master_refused_here: false,
             redis_down_after: Duration::from_millis(300),
             down_after: Duration::from_secs(5),
             failover_timeout: Duration::from_secs(5),
