@@ -144,6 +144,22 @@ pub struct PodSummary {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub node: NodeId,
+    /// Its Raft state, so a node that starts with an empty store can tell a new cluster from
+    /// one it ran in (absent from agents older than this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft: Option<HelloRaft>,
+}
+
+/// The Raft state an agent tells a peer that says hello.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloRaft {
+    /// It holds a membership (it bootstrapped or was replicated to).
+    pub initialized: bool,
+    pub term: u64,
+    /// The highest log index it has applied.
+    pub applied: Option<u64>,
+    /// The members registered in its committed state.
+    pub registered: Vec<NodeId>,
 }
 
 /// Decode a request body that must be one JSON object (an empty body means defaults).

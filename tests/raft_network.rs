@@ -94,7 +94,10 @@ async fn start_cluster(secrets: &[&[u8]]) -> Vec<TestNode> {
         // The production peer router, served over the bare Raft node.
         let peer = RaftPeer {
             raft: raft.clone(),
-            hello: Hello { node: id },
+            hello: Hello {
+                node: id,
+                raft: None,
+            },
         };
         let guard = SignatureGuard {
             verifier: Some(Arc::new(Verifier::new(secret))),

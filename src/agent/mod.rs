@@ -33,7 +33,9 @@ use tracing::{debug, info, warn};
 use crate::auth::Verifier;
 use crate::client::{SendError, SignedClient};
 use crate::config::Settings;
-use crate::consensus::network::{PeerNetwork, RpcKind, ServeRpcError, serve_rpc};
+use crate::consensus::network::{PeerNetwork, RpcKind, ServeRpcError, serve_rpc_guarded};
+use crate::consensus::recovery::{Guard, VoteGuard};
+use crate::consensus::rejoin::{self, Rejoin};
 use crate::consensus::{Raft, open_storage};
 use crate::decide::Policy;
 use crate::kube::ClusterApi;
@@ -132,6 +134,8 @@ impl OperatorRequest {
 pub struct Agent {
     settings: Arc<Settings>,
     consensus: Arc<RaftConsensus>,
+    /// Refuses votes while a node whose store was empty at start may have voted before.
+    vote_guard: Arc<VoteGuard>,
     coordinator: Arc<Coordinator>,
     local: Arc<Mutex<LocalState>>,
     metrics: Arc<Metrics>,
@@ -149,7 +153,10 @@ impl Agent {
         kube: Option<Arc<dyn ClusterApi>>,
     ) -> Result<Arc<Agent>, StartError> {
         let settings = Arc::new(settings);
-        let (log_store, state_machine) = open_storage(&settings.raft_data_dir)
+        let (mut log_store, state_machine) = open_storage(&settings.raft_data_dir)
+            .await
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        let empty_store = rejoin::store_is_empty(&mut log_store)
             .await
             .map_err(|e| StartError::Storage(e.to_string()))?;
         let election_min =
@@ -178,6 +185,13 @@ impl Agent {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
+        // An empty store may be a lost one: no vote and no candidacy until `bootstrap` has
+        // asked the peers (their RPCs can arrive before it runs).
+        let vote_guard = Arc::new(VoteGuard::default());
+        if empty_store {
+            vote_guard.set(Guard::Asking);
+            raft.runtime_config().elect(false);
+        }
         let clock = Clock::start();
         let metrics = Arc::new(Metrics::new());
         let policy = Policy {
@@ -197,6 +211,7 @@ impl Agent {
                 raft,
                 state_machine,
             }),
+            vote_guard,
             local: Arc::new(Mutex::new(LocalState::default())),
             metrics,
             kube,
@@ -280,39 +295,53 @@ impl Agent {
     }
 
     /// Every agent initializes with the identical full voter set from `--raft-peers`,
-    /// so any start order forms exactly one cluster.
+    /// so any start order forms exactly one cluster; a node whose store is empty asks its
+    /// peers first (`consensus::recovery`): it may be new or may have lost its store.
     async fn bootstrap(&self) {
         let raft = &self.consensus.raft;
-        match raft.is_initialized().await {
-            Ok(true) => {
-                info!("raft state found on disk; rejoining the cluster");
-                return;
-            }
-            Ok(false) => {}
-            Err(e) => {
-                warn!(error = %e, "cannot read raft state");
-                return;
-            }
+        if self.vote_guard.get() == Guard::Asking {
+            let s = &self.settings;
+            let rejoin = Rejoin {
+                raft: raft.clone(),
+                client: self.client.clone(),
+                me: s.me.id,
+                voters: s.peers.iter().map(|p| (p.id, p.addr.clone())).collect(),
+                guard: self.vote_guard.clone(),
+                // Several elections' worth: a restarting peer answers well within it.
+                bound: s.raft_election_timeout.saturating_mul(10),
+                data_dir: s.raft_data_dir.clone(),
+            };
+            Arc::new(rejoin).start().await;
+            return;
         }
-        let members: BTreeMap<NodeId, BasicNode> = self
-            .settings
-            .peers
-            .iter()
-            .map(|p| {
-                (
-                    p.id,
-                    BasicNode {
-                        addr: p.addr.clone(),
-                    },
-                )
-            })
-            .collect();
-        match raft.initialize(members).await {
-            Ok(()) => info!(
-                voters = self.settings.peers.len(),
-                "initialized a new cluster with every --raft-peers entry as voter"
-            ),
-            Err(e) => debug!(error = %e, "initialize skipped: this node already has a log or vote"),
+        match raft.is_initialized().await {
+            Ok(true) => info!("raft state found on disk; rejoining the cluster"),
+            Ok(false) => {
+                // A vote without a log: it voted, then stopped before any entry came.
+                let members: BTreeMap<NodeId, BasicNode> = self
+                    .settings
+                    .peers
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.id,
+                            BasicNode {
+                                addr: p.addr.clone(),
+                            },
+                        )
+                    })
+                    .collect();
+                match raft.initialize(members).await {
+                    Ok(()) => info!(
+                        voters = self.settings.peers.len(),
+                        "initialized a new cluster with every --raft-peers entry as voter"
+                    ),
+                    Err(e) => {
+                        debug!(error = %e, "initialize skipped: this node already has a log or vote")
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot read raft state"),
         }
     }
 
@@ -353,12 +382,16 @@ impl Agent {
     pub fn hello(&self) -> Hello {
         Hello {
             node: self.settings.me.id,
+            raft: Some(rejoin::hello_raft(
+                &self.consensus.raft,
+                &self.consensus.state(),
+            )),
         }
     }
 
     /// One authenticated Raft RPC from a peer.
     pub async fn serve_raft(&self, kind: RpcKind, body: &[u8]) -> Result<Vec<u8>, ServeRpcError> {
-        serve_rpc(&self.consensus.raft, kind, body).await
+        serve_rpc_guarded(&self.consensus.raft, kind, body, &self.vote_guard).await
     }
 
     /// Serve an operator request here if this agent coordinates, else forward it (signed

@@ -2,6 +2,8 @@
 
 pub mod log_store;
 pub mod network;
+pub mod recovery;
+pub mod rejoin;
 pub mod state_machine;
 
 use std::io::Cursor;
@@ -13,7 +15,7 @@ use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 use crate::model::{Command, CommandResponse, NodeId};
 
 pub use log_store::LogStore;
-pub use network::{PeerNetwork, RpcKind, ServeRpcError, serve_rpc};
+pub use network::{PeerNetwork, RpcKind, ServeRpcError, serve_rpc, serve_rpc_guarded};
 pub use state_machine::StateMachineStore;
 
 openraft::declare_raft_types!(

@@ -15,6 +15,7 @@ use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::recovery::{VoteGuard, may_vote};
 use super::typ::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotError, InstallSnapshotRequest,
     InstallSnapshotResponse, LogId, Vote, VoteRequest, VoteResponse,
@@ -361,9 +362,45 @@ fn decode_bounded<T: DeserializeOwned + Bounded>(body: &[u8]) -> Result<T, Serve
 /// Handle one authenticated Raft RPC: decode `body`, refuse terms and indexes out of
 /// range, hand it to `raft`, and return the JSON of the `Result` it produced.
 pub async fn serve_rpc(raft: &Raft, kind: RpcKind, body: &[u8]) -> Result<Vec<u8>, ServeRpcError> {
+    serve_rpc_guarded(raft, kind, body, &VoteGuard::default()).await
+}
+
+/// [`serve_rpc`], answering "not granted" to a vote request `guard` refuses (a node whose
+/// store was empty at start, see [`super::recovery`]). The answer carries this node's
+/// current vote, as openraft's own refusal does, so the candidate counts a refusal rather
+/// than an unreachable peer.
+pub async fn serve_rpc_guarded(
+    raft: &Raft,
+    kind: RpcKind,
+    body: &[u8],
+    guard: &VoteGuard,
+) -> Result<Vec<u8>, ServeRpcError> {
     match kind {
         RpcKind::Append => encode(&raft.append_entries(decode_bounded(body)?).await),
-        RpcKind::Vote => encode(&raft.vote(decode_bounded(body)?).await),
+        RpcKind::Vote => {
+            let request: VoteRequest = decode_bounded(body)?;
+            let (vote, last_applied, last_index) = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                (m.vote, m.last_applied, m.last_log_index)
+            };
+            let term = request.vote.leader_id().get_term();
+            if let Err(why) = may_vote(guard.get(), term, last_index) {
+                tracing::info!(
+                    candidate = request.vote.leader_id().voted_for(),
+                    term,
+                    "{why}"
+                );
+                let refused: Result<VoteResponse, RaftError<NodeId, openraft::error::Infallible>> =
+                    Ok(VoteResponse {
+                        vote,
+                        vote_granted: false,
+                        last_log_id: last_applied,
+                    });
+                return encode(&refused);
+            }
+            encode(&raft.vote(request).await)
+        }
         RpcKind::Snapshot => encode(&raft.install_snapshot(decode_bounded(body)?).await),
     }
 }
