@@ -698,9 +698,12 @@ fn a_redis_resumed_after_a_failover_acknowledges_only_the_writes_in_flight_when_
             late_acks, 0,
             "the resumed old master acknowledged writes sent after the failover"
         );
-        // Each writer's write in flight when it stopped, or read but not yet answered.
+        // Each writer's write in flight when it stopped, or read but not yet answered; how
+        // many of those a writer has depends on scheduling around the stop (4 to 13 seen
+        // with 4 writers on a loaded machine). The bound only catches a Redis that kept
+        // taking writes until its agent's next look (hundreds).
         assert!(
-            after <= 3 * writers,
+            after <= 5 * writers,
             "the resumed old master acknowledged {after} writes ({writers} writers)"
         );
         c.wait_stable_master(SETTLE).await;
