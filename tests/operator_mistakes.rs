@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, DOWN_AFTER, SECRET, run_serial};
+use common::cluster::{Cluster, DOWN_AFTER, SECRET, run_serial, switch_over};
 use common::{RedisServer, ServerOptions};
 use redis::IntoConnectionInfo;
 use redis_orchestrator::client::SignedClient;
@@ -483,7 +483,7 @@ fn a_full_raft_disk_fails_health_and_ready_and_the_sentinel_view_goes_stale() {
             } else {
                 "site-a"
             };
-            switch_over(&c, to).await;
+            switch_over(&c, to, SETTLE).await;
             switchovers += 1;
             m = data_nodes_agree_on(&c, to).await;
         };
@@ -516,34 +516,9 @@ fn a_full_raft_disk_fails_health_and_ready_and_the_sentinel_view_goes_stale() {
         } else {
             "site-a"
         };
-        switch_over(&c, back).await;
+        switch_over(&c, back, SETTLE).await;
         data_nodes_agree_on(&c, back).await;
     });
-}
-
-/// Ask a data agent for a switchover to `to` until one is accepted (right after a
-/// master change the new replica must report its link first).
-async fn switch_over(c: &Cluster, to: &str) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let mut last = String::new();
-        for n in c.nodes.iter().filter(|n| !n.is_witness()) {
-            let answer: Result<serde_json::Value, _> = c
-                .api
-                .post(
-                    &n.api_addr(),
-                    "/switchover",
-                    &serde_json::json!({ "to": to }),
-                )
-                .await;
-            match answer {
-                Ok(_) => return,
-                Err(e) => last = e.to_string(),
-            }
-        }
-        assert!(Instant::now() < deadline, "no switchover to {to}: {last}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Wait until both data agents name `name` master and only its Redis is master; its index.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, SECRET, run_serial};
+use common::cluster::{Cluster, SECRET, run_serial, switch_over};
 use redis_orchestrator::client::ApiClient;
 use redis_orchestrator::wire::HistoryEntry;
 
@@ -71,31 +71,6 @@ async fn leader(c: &Cluster) -> usize {
         .expect("checked")
 }
 
-async fn switch_over(c: &Cluster, to: &str) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let mut last = String::new();
-        for n in c.nodes.iter().filter(|n| !n.is_witness()) {
-            let answer: Result<serde_json::Value, _> = c
-                .api
-                .post(
-                    &n.api_addr(),
-                    "/switchover",
-                    &serde_json::json!({ "to": to }),
-                )
-                .await;
-            match answer {
-                Ok(_) => return,
-                // An earlier attempt whose answer timed out may have done it.
-                Err(e) if e.to_string().contains(&format!("{to} is already master")) => return,
-                Err(e) => last = e.to_string(),
-            }
-        }
-        assert!(Instant::now() < deadline, "no switchover to {to}: {last}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 async fn history(c: &Cluster, i: usize) -> Vec<HistoryEntry> {
     c.api
         .get(&c.nodes[i].api_addr(), "/history")
@@ -121,7 +96,7 @@ async fn cluster_with_history(c: &mut Cluster) -> (usize, Vec<HistoryEntry>) {
         .find(|n| !n.is_witness() && n.name != c.nodes[m].name)
         .map(|n| n.name.clone())
         .expect("a second data node");
-    switch_over(c, &to).await;
+    switch_over(c, &to, SETTLE).await;
     let m = c.wait_stable_master(SETTLE).await;
     assert_eq!(c.state(m).await.expect("state").epoch, 2);
     let before = history(c, m).await;

@@ -321,3 +321,30 @@ pub fn run_serial<F: Future<Output = ()>>(test: F) {
         .expect("runtime")
         .block_on(test);
 }
+
+/// Ask a data agent for a switchover to `to` until one is accepted (right after a master
+/// change the new replica must report its link first), for at most `limit`.
+pub async fn switch_over(c: &Cluster, to: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut last = String::new();
+        for n in c.nodes.iter().filter(|n| !n.is_witness()) {
+            let answer: Result<serde_json::Value, _> = c
+                .api
+                .post(
+                    &n.api_addr(),
+                    "/switchover",
+                    &serde_json::json!({ "to": to }),
+                )
+                .await;
+            match answer {
+                Ok(_) => return,
+                // An earlier attempt whose answer timed out may have done it.
+                Err(e) if e.to_string().contains(&format!("{to} is already master")) => return,
+                Err(e) => last = e.to_string(),
+            }
+        }
+        assert!(Instant::now() < deadline, "no switchover to {to}: {last}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
