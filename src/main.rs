@@ -9,8 +9,7 @@ use std::io::IsTerminal;
 
 use redis_orchestrator::config::LogFormat;
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{Targets, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -76,7 +75,13 @@ fn init_logging(debug: bool, format: Option<LogFormat>) {
     } else {
         "info,openraft=error,kube_client::client::builder=off"
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // `target=level` lists like env_logger's; span and field directives are not supported
+    // (the regex machinery they need was a sizeable part of the binary). An unparsable
+    // RUST_LOG falls back to the default, as before.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|value| value.parse::<Targets>().ok())
+        .unwrap_or_else(|| default.parse().expect("the built-in log filter parses"));
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(filter_fn(|meta| !is_openraft_rpc_noise(meta)));

@@ -15,7 +15,6 @@ use std::time::Duration;
 use ::kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use ::kube::{Client, Config};
 use futures_util::{StreamExt, pin_mut};
-use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Map, Value};
@@ -23,6 +22,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::views::{PodView, ServiceView};
 use super::{
     BoxFuture, ClusterApi, EPOCH_ANNOTATION, FIELD_MANAGER, KubeError, KubeSettings, MANAGED_BY,
     MANAGED_BY_LABEL, MASTER_PORT_NAME, POD_NAME_SELECTOR_KEYS, PodInfo, PodSummary, ROLE_LABEL,
@@ -132,7 +132,7 @@ impl KubeAdapter {
     /// [`KubeSettings::pod_ip_wait`]) for its IP and through transient API errors.
     pub async fn connect(client: Client, settings: KubeSettings) -> Result<KubeAdapter, KubeError> {
         check_identity(&settings)?;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &settings.namespace);
+        let pods: Api<PodView> = Api::namespaced(client.clone(), &settings.namespace);
         let (ns, name) = (&settings.namespace, &settings.pod_name);
         let attempts = settings.pod_ip_wait.attempts.max(1);
         let mut attempt = 1;
@@ -191,7 +191,7 @@ impl KubeAdapter {
         &self.pod
     }
 
-    fn pods(&self) -> Api<Pod> {
+    fn pods(&self) -> Api<PodView> {
         Api::namespaced(self.client.clone(), &self.pod.namespace)
     }
 
@@ -471,25 +471,25 @@ impl KubeAdapter {
 
     async fn probe_load_balancer(&self) -> Result<LbProbe, KubeError> {
         let ns = &self.pod.namespace;
-        let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        let api: Api<ServiceView> = Api::namespaced(self.client.clone(), ns);
         let list = self
             .call(
                 || format!("list services in {ns}"),
                 api.list(&ListParams::default()),
             )
             .await?;
-        let balancers: Vec<&Service> = list
+        let balancers: Vec<&ServiceView> = list
             .items
             .iter()
             .filter(|s| {
                 s.spec.as_ref().and_then(|spec| spec.type_.as_deref()) == Some("LoadBalancer")
             })
             .collect();
-        let mine: Vec<(&Service, &str)> = balancers
+        let mine: Vec<(&ServiceView, &str)> = balancers
             .iter()
             .filter_map(|s| selector_key_naming(s, &self.pod.name).map(|key| (*s, key)))
             .collect();
-        let name_of = |s: &Service| s.metadata.name.clone().unwrap_or_default();
+        let name_of = |s: &ServiceView| s.metadata.name.clone().unwrap_or_default();
         match mine.as_slice() {
             [] => Ok(LbProbe::NoService(
                 balancers.iter().map(|s| name_of(s)).collect(),
@@ -512,7 +512,7 @@ impl KubeAdapter {
     /// The first ingress IP, else the first ingress hostname that resolves (IPv4 preferred,
     /// as replicas and EndpointSlices need an address, and cloud hostnames take a while to
     /// appear in DNS).
-    async fn ingress_address(&self, service: &Service) -> Option<(String, String)> {
+    async fn ingress_address(&self, service: &ServiceView) -> Option<(String, String)> {
         let ingress = service
             .status
             .as_ref()?
@@ -706,7 +706,7 @@ const WATCH_SECONDS: u32 = 290;
 
 /// The watch task of [`KubeAdapter::watch_own_pod`]: watch, and watch again when the
 /// server ends it; back off and log once while it fails (403 without the watch verb, ...).
-async fn watch_label(api: Api<Pod>, name: String, uid: String, cache: LabelCache) {
+async fn watch_label(api: Api<PodView>, name: String, uid: String, cache: LabelCache) {
     let mut delay = WATCH_RETRY_FIRST;
     let mut failing = false;
     loop {
@@ -731,7 +731,7 @@ async fn watch_label(api: Api<Pod>, name: String, uid: String, cache: LabelCache
 /// One watch of the own pod by field selector, from resourceVersion 0 so it starts with
 /// the current pod (no 410 for a version compacted away). Returns when the server ends it.
 async fn watch_once(
-    api: &Api<Pod>,
+    api: &Api<PodView>,
     name: &str,
     uid: &str,
     cache: &LabelCache,
@@ -786,14 +786,14 @@ async fn watch_once(
     Ok(())
 }
 
-fn pod_ip(pod: &Pod) -> Option<String> {
+fn pod_ip(pod: &PodView) -> Option<String> {
     pod.status
         .as_ref()
         .and_then(|s| s.pod_ip.clone())
         .filter(|ip| !ip.is_empty())
 }
 
-fn role_label(pod: &Pod) -> Option<String> {
+fn role_label(pod: &PodView) -> Option<String> {
     pod.metadata
         .labels
         .as_ref()
@@ -801,7 +801,7 @@ fn role_label(pod: &Pod) -> Option<String> {
         .cloned()
 }
 
-fn pod_summary(pod: &Pod) -> PodSummary {
+fn pod_summary(pod: &PodView) -> PodSummary {
     let ready = pod
         .status
         .as_ref()
@@ -816,7 +816,7 @@ fn pod_summary(pod: &Pod) -> PodSummary {
 }
 
 /// The selector key by which `service` names exactly `pod`, if any.
-fn selector_key_naming(service: &Service, pod: &str) -> Option<&'static str> {
+fn selector_key_naming(service: &ServiceView, pod: &str) -> Option<&'static str> {
     let selector = service.spec.as_ref()?.selector.as_ref()?;
     POD_NAME_SELECTOR_KEYS
         .into_iter()

@@ -28,6 +28,7 @@
 
 pub mod client;
 pub mod testing;
+mod views;
 
 use std::future::Future;
 use std::path::PathBuf;
