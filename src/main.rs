@@ -68,20 +68,7 @@ fn init_logging(debug: bool, format: Option<LogFormat>) {
     } else {
         LogFormat::Json
     });
-    // kube-client logs every failed request at ERROR, without saying which; the adapter
-    // reports each failure itself, with the operation and the whole cause, once.
-    let default = if debug {
-        "debug,openraft=info,hyper=info,reqwest=info,h2=info,kube_client::client::builder=off"
-    } else {
-        "info,openraft=error,kube_client::client::builder=off"
-    };
-    // `target=level` lists like env_logger's; span and field directives are not supported
-    // (the regex machinery they need was a sizeable part of the binary). An unparsable
-    // RUST_LOG falls back to the default, as before.
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|value| value.parse::<Targets>().ok())
-        .unwrap_or_else(|| default.parse().expect("the built-in log filter parses"));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref(), debug);
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(filter_fn(|meta| !is_openraft_rpc_noise(meta)));
@@ -92,6 +79,23 @@ fn init_logging(debug: bool, format: Option<LogFormat>) {
         LogFormat::Text => registry.with(layer.with_target(false)).init(),
         LogFormat::Json => registry.with(layer.json().flatten_event(true)).init(),
     }
+}
+
+/// RUST_LOG when set and valid, else the default for `--debug`. RUST_LOG is a
+/// `target=level` list, like env_logger's; EnvFilter's span and field directives are not
+/// supported (they cost some 65 KB of the binary). An unparsable RUST_LOG falls back to
+/// the default, as before.
+fn log_filter(rust_log: Option<&str>, debug: bool) -> Targets {
+    // kube-client logs every failed request at ERROR, without saying which; the adapter
+    // reports each failure itself, with the operation and the whole cause, once.
+    let default = if debug {
+        "debug,openraft=info,hyper=info,reqwest=info,h2=info,kube_client::client::builder=off"
+    } else {
+        "info,openraft=error,kube_client::client::builder=off"
+    };
+    rust_log
+        .and_then(|value| value.parse::<Targets>().ok())
+        .unwrap_or_else(|| default.parse().expect("the built-in log filter parses"))
 }
 
 /// openraft logs at ERROR every failed RPC to a peer (each heartbeat, each vote request)
@@ -307,5 +311,34 @@ impl Listeners {
                 None => None,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+    use tracing::Level;
+
+    #[test]
+    fn rust_log_overrides_the_default_and_a_bad_one_is_ignored() {
+        let quiet = log_filter(None, false);
+        assert!(quiet.would_enable("redis_orchestrator::agent", &Level::INFO));
+        assert!(!quiet.would_enable("redis_orchestrator::agent", &Level::DEBUG));
+        assert!(!quiet.would_enable("openraft::core", &Level::WARN));
+        assert!(!quiet.would_enable("kube_client::client::builder", &Level::ERROR));
+
+        let debug = log_filter(None, true);
+        assert!(debug.would_enable("redis_orchestrator::agent", &Level::DEBUG));
+        assert!(!debug.would_enable("hyper::proto", &Level::DEBUG));
+        assert!(debug.would_enable("openraft::core", &Level::INFO));
+
+        let custom = log_filter(Some("warn,redis_orchestrator::kube=debug"), false);
+        assert!(custom.would_enable("redis_orchestrator::kube::client", &Level::DEBUG));
+        assert!(!custom.would_enable("redis_orchestrator::agent", &Level::INFO));
+        assert!(custom.would_enable("openraft::core", &Level::WARN));
+
+        let invalid = log_filter(Some("info,openraft=loud"), false);
+        assert!(!invalid.would_enable("openraft::core", &Level::WARN));
+        assert!(invalid.would_enable("redis_orchestrator::agent", &Level::INFO));
     }
 }
