@@ -11,6 +11,12 @@ fn main() {
     // keeps resident) at every start. The loader must know DT_RELR (glibc 2.36 or later),
     // so only when building natively against such a glibc; the binary then needs glibc
     // 2.36 or later where it runs too (our image: Debian 12, like the build stage).
+    // Functions the compiler knows to be cold (panics, allocation failures, `#[cold]` error
+    // paths) go in their own section, not between the hot ones: the kernel maps a whole
+    // 64 KiB window of the binary around each page the agent touches.
+    if gnu_linux {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,keep-text-section-prefix");
+    }
     if gnu_linux && target == host && host_glibc_at_least(2, 36) {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
