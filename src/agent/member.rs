@@ -310,13 +310,28 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
     /// when what it sees changed), reconcile. Returns whether it reported, and if so
     /// whether the last report was acknowledged.
     pub async fn cycle(&mut self, report_due: bool) -> Option<bool> {
+        let mut committed = self.consensus.subscribe();
         let state = self.consensus.state();
         self.probe().await;
-        self.probe_master_writes(&state).await;
-        let mut reported = None;
-        if report_due || self.observation_changed() {
-            reported = Some(self.report(&state).await);
-        }
+        // The write probe of a hung master and a report to a leader that is gone each wait
+        // for their timeout; a commit meanwhile (e.g. this node's promotion) makes both moot,
+        // so it cuts them short and the cycle acts on the new state at once.
+        let observe = async {
+            self.probe_master_writes(&state).await;
+            if report_due || self.observation_changed() {
+                Some(self.report(&state).await)
+            } else {
+                None
+            }
+        };
+        let (mut reported, state) = tokio::select! {
+            reported = observe => (reported, state),
+            _ = committed.changed() => {
+                debug!("a commit arrived while probing the master or reporting; acting on it now");
+                // A report cut short counts as not acknowledged, so the next cycle sends one.
+                (Some(false), self.consensus.state())
+            }
+        };
         self.reconcile(&state).await;
         // A role change or fence just made is news the coordinator (and every Sentinel
         // view) needs now, not at the next keep-alive.

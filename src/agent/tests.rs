@@ -12,7 +12,7 @@ use crate::addr::node_id;
 use crate::decide::Policy;
 use crate::metrics::Metrics;
 use crate::model::{
-    ClusterState, Member, MemberKind, Millis, NodeId, NodeReport, RedisHealth, ReportAck,
+    ClusterState, Member, MemberKind, Millis, NodeId, NodeReport, RedisHealth, RedisRole, ReportAck,
 };
 use crate::redis::RedisError;
 use crate::redis::fake::FakeRedis;
@@ -648,6 +648,32 @@ async fn the_running_loop_fences_when_the_lease_runs_out_not_a_probe_later() {
     assert!(
         paused(&redis),
         "fenced within 2 ms of the lease's end (3 s after the last ack at 800 ms)"
+    );
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_cuts_short_a_hung_write_probe_of_the_master() {
+    let redis = FakeRedis::replica_of("run-a", "b:6379");
+    let (m, _sink) = node_a(cluster("b", "run-b"), &redis);
+    let consensus = m.consensus.clone();
+    let task = tokio::spawn(m.run());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // b's host stops: from the next cycle (200 ms) a's write probe of b's Redis waits for
+    // its whole 300 ms timeout.
+    redis.with(|s| s.master_hangs = true);
+    tokio::time::sleep(Duration::from_millis(240)).await;
+    consensus.set_state(|s| {
+        s.master = Some(id("a"));
+        s.master_run_id = Some("run-a".into());
+        s.epoch = 2;
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(
+        redis.snapshot().role,
+        RedisRole::Master,
+        "promoted within 1 ms of the commit, not when the probe times out: {:?}",
+        redis.changes()
     );
     task.abort();
 }

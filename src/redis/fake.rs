@@ -25,6 +25,8 @@ pub struct FakeState {
     /// What a write probe of the master this one replicates from finds (not recorded in
     /// `commands`: it goes to another Redis).
     pub master_writable: bool,
+    /// The master does not answer the write probe (paused): it takes the whole timeout.
+    pub master_hangs: bool,
     /// `min-replicas-to-write` as last set (not recorded in `commands`: a setting the
     /// agent keeps in line every cycle, not a role change).
     pub min_replicas: u32,
@@ -50,6 +52,7 @@ impl FakeRedis {
                 failing: None,
                 commands: Vec::new(),
                 master_writable: true,
+                master_hangs: false,
                 min_replicas: 0,
             })),
             closed: Arc::new(tokio::sync::Notify::new()),
@@ -168,8 +171,13 @@ impl RedisNode for FakeRedis {
         &self,
         _host: &str,
         _port: u16,
-        _timeout: Duration,
+        timeout: Duration,
     ) -> Result<bool, RedisError> {
+        let hangs = self.lock().master_hangs;
+        if hangs {
+            tokio::time::sleep(timeout).await;
+            return Ok(false);
+        }
         Ok(self.lock().master_writable)
     }
 
