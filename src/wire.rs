@@ -42,6 +42,11 @@ pub struct StateView {
     pub raft_leader: Option<String>,
     pub raft_state: String,
     pub raft_term: u64,
+    /// This node found its Raft store empty at start and has not yet got the committed
+    /// state back (asking its peers, or recovering a lost store): its epoch and master say
+    /// nothing yet, they are not an older view.
+    #[serde(default)]
+    pub raft_store_recovering: bool,
     pub fenced: bool,
     pub repl_offset: Option<u64>,
     pub master_link_up: Option<bool>,

@@ -741,3 +741,78 @@ fn a_redis_restarted_as_master_after_a_failover_acknowledges_no_write() {
         c.wait_stable_master(SETTLE).await;
     });
 }
+
+/// A master Redis that crashes and is restarted at once, empty (no persistence), while
+/// its agent hangs: nothing on the master's host can demote it, and the replica's Redis
+/// reconnects within a second. Its agent detaches it the moment the master's process is
+/// gone, so it never full-resyncs the empty dataset, and the failover promotes it with
+/// every write. Before, it resynced to empty and the empty master was kept (its replica's
+/// link was live).
+#[test]
+fn a_master_restarted_empty_while_its_agent_hangs_never_empties_its_replica() {
+    const KEYS: usize = 500;
+    run_serial(async {
+        let mut c = Cluster::new();
+        c.start_all();
+        let m = c.wait_stable_master(SETTLE).await;
+        let r = c
+            .nodes
+            .iter()
+            .position(|n| !n.is_witness() && n.name != c.nodes[m].name)
+            .expect("the replica");
+        let mut conn = c.nodes[m].redis().connection();
+        for i in 0..KEYS {
+            let _: () = redis::cmd("SET")
+                .arg(format!("kept:{i}"))
+                .arg(i)
+                .query(&mut conn)
+                .expect("write on the master");
+        }
+        let replicated: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(5_000)
+            .query(&mut conn)
+            .expect("WAIT");
+        assert_eq!(replicated, 1, "the replica has every write");
+        drop(conn);
+
+        assert!(c.signal_agent(m, "STOP"), "hang the master's agent");
+        c.nodes[m].redis_mut().restart();
+        let name = c.nodes[r].name.clone();
+        c.wait_until("the replica promoted", SETTLE, |s| {
+            s[r].as_ref().is_some_and(|v| v.is_master && v.name == name)
+        })
+        .await;
+        let dbsize = |redis: &RedisServer| -> usize {
+            redis::cmd("DBSIZE")
+                .query(&mut redis.connection())
+                .expect("DBSIZE")
+        };
+        assert_eq!(
+            dbsize(c.nodes[r].redis()),
+            KEYS,
+            "the promoted replica kept every write"
+        );
+        let log = c.nodes[r].log();
+        assert!(
+            log.contains("local redis detached from the master"),
+            "the replica's agent says it detached its redis"
+        );
+
+        assert!(c.signal_agent(m, "CONT"), "resume the old master's agent");
+        let old = c.nodes[m].name.clone();
+        c.wait_until("the old master follows the new one", SETTLE, |s| {
+            s[m].as_ref()
+                .is_some_and(|v| v.role == "replica" && v.master_link_up == Some(true))
+                && s.iter()
+                    .flatten()
+                    .all(|v| v.master.as_deref() == Some(name.as_str()))
+        })
+        .await;
+        assert_eq!(
+            dbsize(c.nodes[m].redis()),
+            KEYS,
+            "{old} resynced every write from the new master"
+        );
+    });
+}

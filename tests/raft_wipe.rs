@@ -23,10 +23,12 @@ type Leaders = BTreeMap<u64, BTreeMap<(u64, String), Instant>>;
 
 struct LeaderSampler {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Leaders>,
+    task: tokio::task::JoinHandle<(Leaders, Vec<String>)>,
 }
 
 impl LeaderSampler {
+    /// Also checks every answer: a node's epoch never drops below what it showed before,
+    /// unless it says it is recovering a lost Raft store (then it claims no epoch at all).
     fn start(c: &Cluster) -> LeaderSampler {
         let addrs: Vec<String> = c.nodes.iter().map(|n| n.api_addr()).collect();
         let api = ApiClient::new(Some(SECRET.as_bytes()), Duration::from_millis(300))
@@ -35,27 +37,44 @@ impl LeaderSampler {
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
             let mut seen = Leaders::new();
+            let mut highest: BTreeMap<String, u64> = BTreeMap::new();
+            let mut regressions = Vec::new();
             while !stopped.load(Ordering::SeqCst) {
                 for addr in &addrs {
-                    if let Ok(v) = api.state(addr).await
-                        && v.raft_state == "Leader"
-                    {
+                    let Ok(v) = api.state(addr).await else {
+                        continue;
+                    };
+                    if v.raft_state == "Leader" {
                         seen.entry(v.raft_term)
                             .or_default()
-                            .entry((v.node_id, v.name))
+                            .entry((v.node_id, v.name.clone()))
                             .or_insert_with(Instant::now);
                     }
+                    if v.raft_store_recovering {
+                        continue;
+                    }
+                    let top = highest.entry(v.name.clone()).or_default();
+                    if v.epoch < *top {
+                        regressions.push(format!(
+                            "{} showed epoch {} after {} without saying it recovers",
+                            v.name, v.epoch, top
+                        ));
+                    }
+                    *top = (*top).max(v.epoch);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            seen
+            (seen, regressions)
         });
         LeaderSampler { stop, task }
     }
 
+    /// The leaders seen; panics if a node showed an older epoch unflagged.
     async fn finish(self) -> Leaders {
         self.stop.store(true, Ordering::SeqCst);
-        self.task.await.expect("sampler")
+        let (leaders, regressions) = self.task.await.expect("sampler");
+        assert_eq!(regressions, Vec::<String>::new());
+        leaders
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod discovery;
 pub mod ours;
+pub mod phases;
 pub mod procs;
 pub mod report;
 pub mod scenario;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::discovery::Discovery;
 use crate::ours::{OursCluster, Timing};
+use crate::phases;
 use crate::procs::{Proc, ServerCommand, clock_ticks_per_second, redis_connect, signal};
 use crate::report::{OURS, Record, SENTINEL};
 use crate::sentinel::{SentinelCluster, SentinelTiming};
@@ -26,6 +27,14 @@ pub const DISCOVERY: &str = "discovery ms";
 pub const LOST: &str = "lost acks";
 pub const OLD_ACKS: &str = "acks on old after event";
 pub const SWITCHOVER_REPLY: &str = "switchover reply ms";
+/// Where our failover's time goes (from the agents' logs): the failed master's agent sees
+/// its Redis down, the coordinator decides, the commit, the promotion, and the writer's
+/// rediscovery up to its first acknowledged write on the new master.
+pub const SEEN: &str = "where 0 seen ms";
+pub const DETECT: &str = "where 1 detect ms";
+pub const COMMIT: &str = "where 2 commit ms";
+pub const PROMOTE: &str = "where 3 promote ms";
+pub const CLIENT: &str = "where 4 client ms";
 pub const PEAK_RSS: &str = "peak RSS MiB";
 pub const RSS: &str = "RSS MiB";
 pub const ANON_RSS: &str = "anon RSS MiB";
@@ -235,12 +244,15 @@ impl WallClock {
         }
     }
 
-    fn format(&self, at: Instant) -> String {
-        let wall = match at.checked_duration_since(self.instant) {
+    fn system(&self, at: Instant) -> SystemTime {
+        match at.checked_duration_since(self.instant) {
             Some(after) => self.system + after,
             None => self.system - self.instant.duration_since(at),
-        };
-        humantime::format_rfc3339_millis(wall).to_string()
+        }
+    }
+
+    fn format(&self, at: Instant) -> String {
+        humantime::format_rfc3339_millis(self.system(at)).to_string()
     }
 }
 
@@ -256,6 +268,9 @@ fn mib(kib: u64) -> f64 {
 pub struct FailoverOutcome {
     pub run: Record,
     pub peak_rss: Vec<Record>,
+    /// Wall-clock times of the event and of the first write acknowledged by the new master.
+    pub event: SystemTime,
+    pub first_new: SystemTime,
 }
 
 /// One failover run: settle, write, inject `scenario`, wait for writes on a new master,
@@ -269,7 +284,26 @@ pub async fn failover_run(
 ) -> Result<FailoverOutcome> {
     let mut cluster = Cluster::start(system, ctx, dir).await?;
     cluster.wait_ready().await?;
-    failover(&mut cluster, scenario, system, ctx, run, true).await
+    let mut outcome = failover(&mut cluster, scenario, system, ctx, run, true).await?;
+    if let Cluster::Ours(_) = cluster {
+        let m = phases::moments(dir, outcome.event);
+        let span = |from: Option<SystemTime>, to: Option<SystemTime>| {
+            to?.duration_since(from?).ok().map(ms)
+        };
+        let event = Some(outcome.event);
+        for (metric, value) in [
+            (SEEN, span(event, m.seen)),
+            (DETECT, span(event, m.decided)),
+            (COMMIT, span(m.decided, m.committed)),
+            (PROMOTE, span(m.committed, m.promoted)),
+            (CLIENT, span(m.promoted, Some(outcome.first_new))),
+        ] {
+            if let Some(value) = value {
+                outcome.run.metrics.insert(metric.into(), value);
+            }
+        }
+    }
+    Ok(outcome)
 }
 
 /// Inject `scenario` into a settled cluster and measure. `watch` polls every discovery
@@ -428,6 +462,8 @@ async fn failover(
     Ok(FailoverOutcome {
         run: record,
         peak_rss,
+        event: clock.system(event_at),
+        first_new: clock.system(first_new.at),
     })
 }
 

@@ -190,14 +190,16 @@ impl Coordinator {
         Some((reports, state))
     }
 
-    /// One decision over one snapshot; commits what it returns, in order.
-    pub async fn decide_once<C: Consensus>(&self, consensus: &C) {
+    /// One decision over one snapshot; commits what it returns, in order. Returns how soon
+    /// the same reports may decide otherwise, if they may.
+    pub async fn decide_once<C: Consensus>(&self, consensus: &C) -> Option<Duration> {
         let _turn = self.turn.lock().await;
-        let Some((reports, state)) = self.snapshot(&consensus.facts(), consensus.state()) else {
-            return;
-        };
+        let (reports, state) = self.snapshot(&consensus.facts(), consensus.state())?;
         let now = self.clock.now();
         let decision = decide(&state, &reports, &self.policy, now);
+        let decide_again = decision
+            .decide_again_at
+            .map(|at| Duration::from_millis(at.since(now).0));
         if decision.commands.is_empty() {
             let mut heard = lock(&self.heard);
             let repeat_due = heard
@@ -208,7 +210,7 @@ impl Coordinator {
                 heard.last_reason_logged = Some(now);
                 heard.last_reason = decision.reason;
             }
-            return;
+            return decide_again;
         }
         info!(reason = %decision.reason, "coordinator decided");
         for command in decision.commands {
@@ -238,18 +240,21 @@ impl Coordinator {
                 }
             }
         }
+        None
     }
 
-    /// Decide every `tick`, and at once when a report arrives.
+    /// Decide every `tick`, at once when a report arrives, and at the moment a decision
+    /// said the same reports would decide otherwise (a silent master's bound), so a
+    /// failover is not a tick late.
     pub async fn run<C: Consensus>(self: Arc<Self>, consensus: Arc<C>, tick: Duration) {
-        let mut interval = tokio::time::interval(tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next = tick;
         loop {
             tokio::select! {
-                _ = interval.tick() => {}
+                _ = tokio::time::sleep(next) => {}
                 _ = self.decide_now.notified() => {}
             }
-            self.decide_once(consensus.as_ref()).await;
+            let again = self.decide_once(consensus.as_ref()).await;
+            next = again.map_or(tick, |d| d.min(tick));
         }
     }
 }

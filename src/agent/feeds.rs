@@ -220,7 +220,7 @@ impl SentinelFeed {
             health_age: Duration::from_millis(health_age.0),
             stale: is_isolated(local.contact_at.map(|c| now.since(c)), self.lease)
                 || raft.state == openraft::ServerState::Shutdown,
-            master_refused_here: local.master_refused,
+            master_refused_here: local.master_found == crate::decide::local::MasterFound::Gone,
             redis_down_after: self.redis_down_after,
             down_after: self.down_after,
             failover_timeout: self.failover_timeout,

@@ -16,7 +16,10 @@ use super::feeds::KubeFeed;
 use super::{Clock, lock, millis};
 use crate::client::SignedClient;
 use crate::decide::lease::{fence_pause, losing_writes, renewed_contact};
-use crate::decide::local::{LocalAction, LocalView, min_replicas_to_write, plan_local};
+use crate::decide::local::{
+    DETACHED_HOST, DETACHED_PORT, LocalAction, LocalView, MasterFound, min_replicas_to_write,
+    plan_local,
+};
 use crate::kube::{RoleFacts, desired_role_label};
 use crate::metrics::{Metrics, PeerLabel};
 use crate::model::{
@@ -76,10 +79,10 @@ pub struct LocalState {
     pub cluster_health: Option<(Millis, BTreeMap<NodeId, MemberHealth>)>,
     /// What the last write probe of the committed master found (replicas only).
     pub master_accepts_writes: Option<bool>,
-    /// The last write probe found nothing listening at the committed master's address:
-    /// this agent's Sentinel view flags that master disconnected at once, as Sentinel does
-    /// when its own link to a master drops.
-    pub master_refused: bool,
+    /// What the last probe found at the committed master's address. `Gone` (nothing
+    /// listens) also makes this agent's Sentinel view flag that master disconnected at once,
+    /// as Sentinel does when its own link to a master drops.
+    pub master_found: MasterFound,
     /// Woken after every cycle, so the Sentinel view follows what this agent just learned.
     pub updated: Arc<tokio::sync::Notify>,
     /// `min-replicas-to-write` last set, and on which Redis process (run_id).
@@ -136,7 +139,7 @@ impl Default for LocalState {
             tuned_run_id: None,
             cluster_health: None,
             master_accepts_writes: None,
-            master_refused: false,
+            master_found: MasterFound::Unknown,
             updated: Arc::new(tokio::sync::Notify::new()),
             min_replicas_set: None,
         }
@@ -310,13 +313,28 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
     /// when what it sees changed), reconcile. Returns whether it reported, and if so
     /// whether the last report was acknowledged.
     pub async fn cycle(&mut self, report_due: bool) -> Option<bool> {
+        let mut committed = self.consensus.subscribe();
         let state = self.consensus.state();
         self.probe().await;
-        self.probe_master_writes(&state).await;
-        let mut reported = None;
-        if report_due || self.observation_changed() {
-            reported = Some(self.report(&state).await);
-        }
+        // The write probe of a hung master and a report to a leader that is gone each wait
+        // for their timeout; a commit meanwhile (e.g. this node's promotion) makes both moot,
+        // so it cuts them short and the cycle acts on the new state at once.
+        let observe = async {
+            self.probe_master_writes(&state).await;
+            if report_due || self.observation_changed() {
+                Some(self.report(&state).await)
+            } else {
+                None
+            }
+        };
+        let (mut reported, state) = tokio::select! {
+            reported = observe => (reported, state),
+            _ = committed.changed() => {
+                debug!("a commit arrived while probing the master or reporting; acting on it now");
+                // A report cut short counts as not acknowledged, so the next cycle sends one.
+                (Some(false), self.consensus.state())
+            }
+        };
         self.reconcile(&state).await;
         // A role change or fence just made is news the coordinator (and every Sentinel
         // view) needs now, not at the next keep-alive.
@@ -402,28 +420,36 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
     async fn probe_master_writes(&self, state: &ClusterState) {
         let Some(redis) = &self.redis else { return };
         let target = self.write_probe_target(state);
-        let mut refused = false;
-        let found = match target {
+        let (writable, master_found) = match target {
             // Not during a switchover: the master pauses on purpose, and the target must
             // not slow down.
             Some((host, port)) if state.switchover.is_none() => {
-                match redis
-                    .master_accepts_writes(&host, port, WRITE_PROBE_TIMEOUT)
-                    .await
-                {
-                    Ok(writable) => Some(writable),
+                match redis.probe_master(&host, port, WRITE_PROBE_TIMEOUT).await {
+                    Ok(probe) => (
+                        Some(probe.accepts_writes),
+                        probe
+                            .run_id
+                            .map_or(MasterFound::Unknown, MasterFound::Process),
+                    ),
                     Err(e) => {
-                        refused = matches!(e, crate::redis::RedisError::Refused(_));
-                        debug!(error = %e, "write probe of the master failed");
-                        None
+                        debug!(error = %e, "probe of the master's redis failed");
+                        let gone = matches!(e, crate::redis::RedisError::Refused(_));
+                        (
+                            None,
+                            if gone {
+                                MasterFound::Gone
+                            } else {
+                                MasterFound::Unknown
+                            },
+                        )
                     }
                 }
             }
-            _ => None,
+            _ => (None, MasterFound::Unknown),
         };
         let mut local = lock(&self.local);
-        if found.is_some() && found != local.master_accepts_writes {
-            match found {
+        if writable.is_some() && writable != local.master_accepts_writes {
+            match writable {
                 Some(false) => warn!(
                     master = %state.master_member().map_or("?", |m| m.name.as_str()),
                     "the master's redis holds writes (paused or hung) although our replication link is up"
@@ -431,25 +457,19 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                 _ => info!("the master's redis takes writes"),
             }
         }
-        local.master_accepts_writes = found;
-        local.master_refused = refused;
+        local.master_accepts_writes = writable;
+        local.master_found = master_found;
     }
 
-    /// The committed master's Redis address when the local Redis replicates from it.
+    /// The committed master's Redis address when it is another node and the local Redis
+    /// is up: before this agent points its Redis there (or while it follows it, or keeps it
+    /// detached) the probe says whether the elected process still listens there.
     fn write_probe_target(&self, state: &ClusterState) -> Option<(String, u16)> {
         let master = state.master.filter(|m| *m != self.config.me)?;
         let addr = state.members.get(&master)?.redis_addr.as_deref()?;
-        let local = lock(&self.local);
-        let status = local.health.status()?;
-        // The link may be down already (the replica saw the master's exit first); the
-        // probe still says whether anything listens there.
-        let following = status.role == RedisRole::Replica
-            && status
-                .master_addr
-                .as_deref()
-                .is_some_and(|a| crate::addr::same_redis_addr(a, addr));
+        lock(&self.local).health.status()?;
         let parsed = crate::addr::RedisAddr::parse(addr)?;
-        following.then_some((parsed.host, parsed.port))
+        Some((parsed.host, parsed.port))
     }
 
     /// Keep `min-replicas-to-write` on the local master as [`min_replicas_to_write`] says.
@@ -467,6 +487,7 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                 contact_age: local.contact_at.map(|c| now.since(c)),
                 fenced: local.fenced,
                 lease: millis(self.config.lease),
+                master_found: &local.master_found,
             };
             let Some(want) = min_replicas_to_write(&view) else {
                 return;
@@ -545,9 +566,14 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
     async fn reconcile(&mut self, state: &ClusterState) {
         let Some(redis) = &self.redis else { return };
         let now = self.clock.now();
-        let (health, contact_at, fenced) = {
+        let (health, contact_at, fenced, master_found) = {
             let local = lock(&self.local);
-            (local.health.clone(), local.contact_at, local.fenced)
+            (
+                local.health.clone(),
+                local.contact_at,
+                local.fenced,
+                local.master_found.clone(),
+            )
         };
         let view = LocalView {
             self_id: self.config.me,
@@ -556,6 +582,7 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
             contact_age: contact_at.map(|c| now.since(c)),
             fenced,
             lease: millis(self.config.lease),
+            master_found: &master_found,
         };
         let plan = plan_local(&view);
         if let Some(kube) = &mut self.kube {
@@ -586,6 +613,7 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                 LocalAction::Promote
                     | LocalAction::ReplicateFrom { .. }
                     | LocalAction::Demote { .. }
+                    | LocalAction::Detach
             )
         });
         let pause = Duration::from_millis(fence_pause(millis(self.config.down_after)).0);
@@ -597,6 +625,7 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                     redis.replicate_from(host, *port).await
                 }
                 LocalAction::Demote { host, port } => redis.demote(host, *port).await,
+                LocalAction::Detach => redis.replicate_from(DETACHED_HOST, DETACHED_PORT).await,
                 LocalAction::PauseWrites => redis.pause_writes(pause).await,
                 LocalAction::Unpause => redis.unpause().await,
             };
@@ -640,6 +669,9 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
             }
             LocalAction::Demote { host, port } => {
                 info!(epoch = state.epoch, master = %state.master_member().map_or("?", |m| m.name.as_str()), %host, port, "local redis demoted; its client connections closed")
+            }
+            LocalAction::Detach => {
+                warn!(epoch = state.epoch, master = %state.master_member().map_or("?", |m| m.name.as_str()), %reason, "local redis detached from the master (REPLICAOF 127.0.0.1 0): it keeps its data and stays read-only")
             }
             LocalAction::PauseWrites => {
                 // During a switchover, a pause of the master's writes makes the offset we

@@ -12,7 +12,8 @@ use crate::addr::node_id;
 use crate::decide::Policy;
 use crate::metrics::Metrics;
 use crate::model::{
-    ClusterState, Member, MemberKind, Millis, NodeId, NodeReport, RedisHealth, ReportAck,
+    ClusterState, Member, MemberKind, Millis, NodeId, NodeReport, RedisHealth, RedisRole,
+    RedisStatus, ReportAck,
 };
 use crate::redis::RedisError;
 use crate::redis::fake::FakeRedis;
@@ -648,6 +649,97 @@ async fn the_running_loop_fences_when_the_lease_runs_out_not_a_probe_later() {
     assert!(
         paused(&redis),
         "fenced within 2 ms of the lease's end (3 s after the last ack at 800 ms)"
+    );
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_cuts_short_a_hung_write_probe_of_the_master() {
+    let redis = FakeRedis::replica_of("run-a", "b:6379");
+    let (m, _sink) = node_a(cluster("b", "run-b"), &redis);
+    let consensus = m.consensus.clone();
+    let task = tokio::spawn(m.run());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // b's host stops: from the next cycle (200 ms) a's write probe of b's Redis waits for
+    // its whole 300 ms timeout.
+    redis.with(|s| s.master_hangs = true);
+    tokio::time::sleep(Duration::from_millis(240)).await;
+    consensus.set_state(|s| {
+        s.master = Some(id("a"));
+        s.master_run_id = Some("run-a".into());
+        s.epoch = 2;
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(
+        redis.snapshot().role,
+        RedisRole::Master,
+        "promoted within 1 ms of the commit, not when the probe times out: {:?}",
+        redis.changes()
+    );
+    task.abort();
+}
+
+fn report_of(name: &str, redis: Option<RedisStatus>) -> NodeReport {
+    let kind = if redis.is_some() {
+        MemberKind::Data
+    } else {
+        MemberKind::Witness
+    };
+    NodeReport {
+        node: id(name),
+        member: member(name, kind),
+        redis: redis.map(RedisHealth::Up),
+        fenced: false,
+        handover_paused: false,
+        master_accepts_writes: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_coordinator_fails_a_silent_master_over_when_its_silence_reaches_down_after() {
+    let (consensus, coordinator) = coordinator("c", cluster("a", "run-a"));
+    let status = |run_id: &str, role, master_addr: Option<&str>| RedisStatus {
+        run_id: run_id.into(),
+        role,
+        master_addr: master_addr.map(str::to_string),
+        master_link_up: false,
+        repl_offset: 100,
+        keys: 1,
+        online_replicas: 0,
+    };
+    let hear = |report: NodeReport| {
+        coordinator
+            .handle_report(&consensus.facts(), &consensus.state(), report)
+            .expect("a member's report");
+    };
+    hear(report_of(
+        "a",
+        Some(status("run-a", RedisRole::Master, None)),
+    ));
+    hear(report_of("c", None));
+    // A tick that does not divide down_after: at a tick the failover would come 200 ms late.
+    let task = tokio::spawn(
+        coordinator
+            .clone()
+            .run(consensus.clone(), Duration::from_millis(400)),
+    );
+    let start = tokio::time::Instant::now();
+    // b keeps reporting (its link to a is down), never on the moment a's silence runs out.
+    for at in [700, 1_700, 2_700, 3_700, 4_700] {
+        tokio::time::sleep_until(start + Duration::from_millis(at)).await;
+        hear(report_of(
+            "b",
+            Some(status("run-b", RedisRole::Replica, Some("a:6379"))),
+        ));
+        hear(report_of("c", None));
+    }
+    tokio::time::sleep_until(start + Duration::from_millis(4_999)).await;
+    assert_eq!(consensus.state().epoch, 1, "not before 5 s of silence");
+    tokio::time::sleep_until(start + Duration::from_millis(5_001)).await;
+    assert_eq!(
+        consensus.state().master,
+        Some(id("b")),
+        "failed over within 1 ms of the 5 s of silence, not at the next tick (5.2 s)"
     );
     task.abort();
 }

@@ -8,6 +8,7 @@ use openraft::ServerState;
 
 use super::consensus::Consensus;
 use super::{Agent, lock};
+use crate::consensus::recovery::Guard;
 use crate::model::{DownKind, RedisHealth, RedisRole};
 use crate::wire::{ClusterView, HistoryEntry, MemberView, PeerView, RaftStatus, StateView};
 
@@ -92,6 +93,10 @@ impl Agent {
             raft_leader,
             raft_state: raft_state_name(facts.state).to_string(),
             raft_term: facts.term,
+            raft_store_recovering: matches!(
+                self.vote_guard.get(),
+                Guard::Asking | Guard::Lost { .. }
+            ),
             fenced: fenced && self.has_redis(),
             repl_offset: status.map(|st| st.repl_offset),
             master_link_up: status

@@ -152,7 +152,8 @@ pub fn may_vote(guard: Guard, term: u64, last_index: Option<u64>) -> Result<(), 
 }
 
 /// Whether a guard has served its purpose: the node's own durable state now refuses
-/// everything the guard refused. `current_term` is its term, `last_index` its log's end.
+/// everything the guard refused. `current_term` is its term, `last_index` how far its
+/// log is applied.
 pub fn is_satisfied(guard: Guard, current_term: u64, last_index: Option<u64>) -> bool {
     match guard {
         Guard::Open => true,

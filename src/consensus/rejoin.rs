@@ -245,9 +245,12 @@ impl Rejoin {
             let mut campaigning = false;
             let mut noted = Instant::now();
             loop {
+                // Applied, not only appended: until the state machine has the committed
+                // state back, this node's view (its /state, its Sentinel endpoint) is empty,
+                // not old, and says so.
                 let (term, last) = {
                     let m = metrics.borrow_and_update();
-                    (m.current_term, m.last_log_index)
+                    (m.current_term, m.last_applied.map(|l| l.index))
                 };
                 if !campaigning && may_campaign(guard, term, last) {
                     raft.runtime_config().elect(true);

@@ -24,6 +24,28 @@ pub enum LocalAction {
     PauseWrites,
     /// `CLIENT UNPAUSE`
     Unpause,
+    /// `REPLICAOF 127.0.0.1 0` on a replica: it stops following a master whose process is
+    /// gone or was replaced, so it cannot full-resync that process's (possibly empty) data.
+    /// It stays a read-only replica with its data and replication id, ready to be promoted
+    /// or to follow a master that is the committed process again.
+    Detach,
+}
+
+/// Where a detached replica points: port 0 is refused at once, so its Redis never syncs.
+pub const DETACHED_HOST: &str = "127.0.0.1";
+pub const DETACHED_PORT: u16 = 0;
+
+/// What a replica's agent last found at the committed master's Redis address (it holds a
+/// connection there for the write probe).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum MasterFound {
+    /// Not probed, or no answer in time (paused, partitioned): nothing is known.
+    #[default]
+    Unknown,
+    /// Connection refused: no process listens there.
+    Gone,
+    /// A Redis answered, with this run_id.
+    Process(String),
 }
 
 #[derive(Clone, Debug)]
@@ -36,6 +58,8 @@ pub struct LocalView<'a> {
     /// Whether this agent may have left its Redis paused.
     pub fenced: bool,
     pub lease: Millis,
+    /// What the committed master's Redis answered to this agent, when it is another node.
+    pub master_found: &'a MasterFound,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,15 +276,71 @@ fn plan_as_replica(view: &LocalView<'_>, status: &RedisStatus, master: NodeId) -
             .master_addr
             .as_deref()
             .is_some_and(|a| same_redis_addr(a, addr));
-    if following {
-        return if view.fenced {
-            LocalPlan::new(
-                vec![LocalAction::Unpause],
-                format!("already replicating from {name}; lifting the fence"),
-            )
-        } else {
-            LocalPlan::new(Vec::new(), format!("already replicating from {name}"))
+    let detached = status.role == RedisRole::Replica && is_detached(status);
+    // A master process that exited, or one that answers at its address but is not the
+    // process that was elected (restarted, maybe empty), must not feed this replica a full
+    // resync: detach until the coordinator replaces it or the committed process answers.
+    let replaced = match view.master_found {
+        MasterFound::Gone => Some("is gone (connection refused)".to_string()),
+        MasterFound::Process(run_id) => view
+            .state
+            .master_run_id
+            .as_deref()
+            .filter(|committed| *committed != run_id)
+            .map(|committed| {
+                format!("answers as another process (run_id {run_id}, elected {committed})")
+            }),
+        MasterFound::Unknown => None,
+    };
+    if let Some(what) = &replaced {
+        if detached {
+            return LocalPlan::new(
+                then_unpause(Vec::new(), view.fenced),
+                format!(
+                    "detached: master {name}'s redis {what}; waiting for the coordinator to replace it"
+                ),
+            );
+        }
+        return match status.role {
+            RedisRole::Replica => LocalPlan::new(
+                then_unpause(vec![LocalAction::Detach], view.fenced),
+                format!(
+                    "master {name}'s redis {what}: detaching local redis so it cannot resync \
+                     from it, keeping its data until the coordinator replaces {name}"
+                ),
+            ),
+            // Not the elected master either: it stops taking writes, and keeps its data.
+            RedisRole::Master => LocalPlan::new(
+                then_unpause(
+                    vec![LocalAction::Demote {
+                        host: DETACHED_HOST.to_string(),
+                        port: DETACHED_PORT,
+                    }],
+                    view.fenced,
+                ),
+                format!(
+                    "{name} is master at epoch {} but its redis {what}: demoting local redis \
+                     detached, closing its clients",
+                    view.state.epoch
+                ),
+            ),
         };
+    }
+    if following {
+        return LocalPlan::new(
+            then_unpause(Vec::new(), view.fenced),
+            if view.fenced {
+                format!("already replicating from {name}; lifting the fence")
+            } else {
+                format!("already replicating from {name}")
+            },
+        );
+    }
+    if detached && view.master_found == &MasterFound::Unknown {
+        return LocalPlan::new(
+            then_unpause(Vec::new(), view.fenced),
+            format!("detached: waiting until master {name}'s redis answers as the elected process"),
+        );
     }
     // Demote before unpausing: writes held by the pause must fail (their connections are
     // closed), not be acknowledged by a master whose data the coming resync erases.
@@ -278,6 +358,13 @@ fn plan_as_replica(view: &LocalView<'_>, status: &RedisStatus, master: NodeId) -
         ),
     };
     LocalPlan::new(then_unpause(vec![action], view.fenced), reason)
+}
+
+/// Whether a replica points at the detached address.
+pub fn is_detached(status: &RedisStatus) -> bool {
+    status.master_addr.as_deref().is_some_and(|a| {
+        RedisAddr::parse(a).is_some_and(|p| p.host == DETACHED_HOST && p.port == DETACHED_PORT)
+    })
 }
 
 #[cfg(test)]
@@ -352,6 +439,7 @@ mod min_replicas_tests {
                 contact_age: age.map(Millis),
                 fenced: false,
                 lease: Millis(10_000),
+                master_found: &MasterFound::Unknown,
             };
             assert_eq!(min_replicas_to_write(&view), want, "{me} {redis:?} {age:?}");
         }
@@ -363,7 +451,7 @@ mod tests {
     use super::*;
     use crate::model::{DownKind, Member, MemberKind};
 
-    use LocalAction::{Demote, PauseWrites, Promote, ReplicateFrom, Unpause};
+    use LocalAction::{Demote, Detach, PauseWrites, Promote, ReplicateFrom, Unpause};
 
     const LEASE: u64 = 10_000;
     /// This agent.
@@ -455,6 +543,25 @@ mod tests {
             contact_age: contact_age.map(Millis),
             fenced,
             lease: Millis(LEASE),
+            master_found: &MasterFound::Unknown,
+        })
+    }
+
+    /// A plan in quorum contact, with what the probe found at the master's Redis.
+    fn plan_found(
+        state: &ClusterState,
+        redis: &RedisHealth,
+        master_found: &MasterFound,
+        fenced: bool,
+    ) -> LocalPlan {
+        plan_local(&LocalView {
+            self_id: A,
+            state,
+            redis,
+            contact_age: CONTACT.map(Millis),
+            fenced,
+            lease: Millis(LEASE),
+            master_found,
         })
     }
 
@@ -464,6 +571,16 @@ mod tests {
         &'a ClusterState,
         RedisHealth,
         Option<u64>,
+        bool,
+        Vec<LocalAction>,
+        &'a str,
+    );
+
+    /// (case, local redis, what the master's address answered, fenced, actions, reason)
+    type DetachRow<'a> = (
+        &'a str,
+        &'a RedisHealth,
+        &'a MasterFound,
         bool,
         Vec<LocalAction>,
         &'a str,
@@ -696,6 +813,120 @@ mod tests {
             assert_eq!(got.actions, actions, "{case}");
             assert_eq!(got.reason, reason, "{case}");
         }
+    }
+
+    #[test]
+    fn a_replica_detaches_from_a_master_process_that_is_gone_or_replaced() {
+        let b_master = state(Some(B), "run-b");
+        let detached_addr = format!("{DETACHED_HOST}:{DETACHED_PORT}");
+        let following = as_replica_of("run-a", Some(B_ADDR), false);
+        let detached = as_replica_of("run-a", Some(&detached_addr), false);
+        let old_master = as_master("run-a");
+        let gone = MasterFound::Gone;
+        let restarted = MasterFound::Process("run-b2".to_string());
+        let elected = MasterFound::Process("run-b".to_string());
+        let unknown = MasterFound::Unknown;
+        let detach_master = Demote {
+            host: DETACHED_HOST.to_string(),
+            port: DETACHED_PORT,
+        };
+        let cases: Vec<DetachRow<'_>> = vec![
+            (
+                "master's process exited",
+                &following,
+                &gone,
+                false,
+                vec![Detach],
+                "master b's redis is gone (connection refused): detaching local redis so it \
+                 cannot resync from it, keeping its data until the coordinator replaces b",
+            ),
+            (
+                "master restarted as another process",
+                &following,
+                &restarted,
+                false,
+                vec![Detach],
+                "master b's redis answers as another process (run_id run-b2, elected run-b): \
+                 detaching local redis so it cannot resync from it, keeping its data until the \
+                 coordinator replaces b",
+            ),
+            (
+                "master paused or partitioned: nothing known, keep following",
+                &following,
+                &unknown,
+                false,
+                vec![],
+                "already replicating from b",
+            ),
+            (
+                "the elected process answers",
+                &following,
+                &elected,
+                false,
+                vec![],
+                "already replicating from b",
+            ),
+            (
+                "detached, master still gone",
+                &detached,
+                &gone,
+                false,
+                vec![],
+                "detached: master b's redis is gone (connection refused); waiting for the \
+                 coordinator to replace it",
+            ),
+            (
+                "detached and fenced: the fence still lifts",
+                &detached,
+                &restarted,
+                true,
+                vec![Unpause],
+                "detached: master b's redis answers as another process (run_id run-b2, elected \
+                 run-b); waiting for the coordinator to replace it",
+            ),
+            (
+                "detached, master not reached",
+                &detached,
+                &unknown,
+                false,
+                vec![],
+                "detached: waiting until master b's redis answers as the elected process",
+            ),
+            (
+                "detached, the elected process answers again",
+                &detached,
+                &elected,
+                false,
+                vec![replicate_from_b()],
+                "b is master at epoch 3: replicating from b.example:6380",
+            ),
+            (
+                "an old master whose successor's process is gone",
+                &old_master,
+                &gone,
+                false,
+                vec![detach_master],
+                "b is master at epoch 3 but its redis is gone (connection refused): demoting \
+                 local redis detached, closing its clients",
+            ),
+            (
+                "an old master whose successor answers",
+                &old_master,
+                &elected,
+                false,
+                vec![demote_to_b()],
+                "b is master at epoch 3: demoting local redis to replicate from b.example:6380, \
+                 closing its clients",
+            ),
+        ];
+        for (case, redis, found, fenced, actions, reason) in cases {
+            let got = plan_found(&b_master, redis, found, fenced);
+            assert_eq!(got.actions, actions, "{case}");
+            assert_eq!(got.reason, reason, "{case}");
+        }
+        let detached_status = detached.status().map(is_detached);
+        assert_eq!(detached_status, Some(true));
+        assert_eq!(following.status().map(is_detached), Some(false));
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct Decision {
     pub reason: String,
     /// When the failure (or switchover) that a `SetMaster` answers began, for metrics.
     pub failing_since: Option<Millis>,
+    /// When the same reports may decide otherwise (a silent master's silence reaches its
+    /// bound): the coordinator decides again then, not at its next tick.
+    pub decide_again_at: Option<Millis>,
 }
 
 /// Decide what to commit next.
@@ -100,6 +103,7 @@ pub fn decide(state: &ClusterState, reports: &Reports, policy: &Policy, now: Mil
         commands,
         reason,
         failing_since: outcome.failing_since,
+        decide_again_at: outcome.decide_again_at,
     }
 }
 
@@ -114,6 +118,7 @@ struct Outcome {
     command: Option<Command>,
     reason: String,
     failing_since: Option<Millis>,
+    decide_again_at: Option<Millis>,
 }
 
 impl Outcome {
@@ -122,6 +127,7 @@ impl Outcome {
             command: None,
             reason,
             failing_since: None,
+            decide_again_at: None,
         }
     }
 
@@ -130,6 +136,7 @@ impl Outcome {
             command: Some(command),
             reason,
             failing_since,
+            decide_again_at: None,
         }
     }
 }
@@ -242,6 +249,15 @@ fn watch_master(
                 None => Outcome::wait(reason),
             };
         }
+        Verdict::KeptUntil(reason, at) => {
+            return match &state.switchover {
+                Some(sw) => switchover::progress(state, reports, policy, now, sw),
+                None => Outcome {
+                    decide_again_at: Some(at),
+                    ..Outcome::wait(reason)
+                },
+            };
+        }
         Verdict::Failed(cause, since) => (cause, since),
     };
 
@@ -285,6 +301,8 @@ fn watch_master(
 /// when the failure began by the coordinator's clock).
 enum Verdict {
     Kept(String),
+    /// Kept, but failed at the given time unless a report comes first.
+    KeptUntil(String, Millis),
     Failed(String, Millis),
 }
 
@@ -301,7 +319,7 @@ fn judge_master(
 
     // The master's agent is talking to us: trust what it says about its Redis.
     if let Some(received) = latest.filter(|r| is_fresh(r, policy, now)) {
-        return match &received.report.redis {
+        let verdict = match &received.report.redis {
             Some(RedisHealth::Up(status))
                 if state.master_run_id.as_deref() != Some(status.run_id.as_str()) =>
             {
@@ -369,6 +387,12 @@ fn judge_master(
             }
             None => Verdict::Kept(format!("master {name} reports no redis status; keeping it")),
         };
+        // Kept on this report only while it is fresh: then its silence counts.
+        let stale_at = Millis(received.received_at.0.saturating_add(policy.down_after.0));
+        return match verdict {
+            Verdict::Kept(reason) => Verdict::KeptUntil(reason, stale_at),
+            other => other,
+        };
     }
 
     // A coordinator that has heard the master's agent counts its silence from that report.
@@ -383,10 +407,13 @@ fn judge_master(
     };
     let silent = now.since(last_contact);
     if silent < needed {
-        return Verdict::Kept(format!(
-            "master {name} silent for {} ms; failover at {} ms",
-            silent.0, needed.0
-        ));
+        return Verdict::KeptUntil(
+            format!(
+                "master {name} silent for {} ms; failover at {} ms",
+                silent.0, needed.0
+            ),
+            Millis(last_contact.0.saturating_add(needed.0)),
+        );
     }
     let links = live_links_to(state, reports, policy, now, master, member);
     if let Some((replica, _)) = links.iter().find(|(_, writes)| *writes != Some(false)) {

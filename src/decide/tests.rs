@@ -596,6 +596,11 @@ fn leader_since_bounds_silence() {
     let d = s.clone().leader_since(NOW - 1_000).decide();
     assert_eq!(elected(&d), None);
     assert_eq!(d.reason, "master a silent for 1000 ms; failover at 9000 ms");
+    assert_eq!(
+        d.decide_again_at,
+        Some(Millis(NOW + 8_000)),
+        "the coordinator decides again when the wait ends"
+    );
     let d = s.clone().leader_since(NOW - 8_999).decide();
     assert_eq!(elected(&d), None, "{}", d.reason);
     let d = s.leader_since(NOW - 9_000).decide();

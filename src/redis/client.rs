@@ -18,7 +18,7 @@ use redis::{
 };
 use tokio::sync::{Mutex, Notify};
 
-use super::{RedisConfig, RedisError, RedisNode};
+use super::{MasterProbe, RedisConfig, RedisError, RedisNode};
 use crate::model::{RedisRole, RedisStatus};
 
 /// Bound on TCP connect, TLS handshake and AUTH together.
@@ -337,24 +337,47 @@ impl RedisNode for RedisClient {
         self.run("CLIENT UNPAUSE", &cmd).await
     }
 
-    async fn master_accepts_writes(
+    async fn probe_master(
         &self,
         host: &str,
         port: u16,
         timeout: Duration,
-    ) -> Result<bool, RedisError> {
+    ) -> Result<MasterProbe, RedisError> {
         let master = self.master_client(host, port).await?;
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(WRITE_PROBE_CHANNEL).arg("probe");
-        match tokio::time::timeout(timeout, master.run::<i64>("PUBLISH", &cmd)).await {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(RedisError::Command(_))) => Ok(false),
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                master.forget_current().await;
-                Ok(false)
-            }
-        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut info = redis::cmd("INFO");
+        info.arg("server");
+        let run_id =
+            match tokio::time::timeout_at(deadline, master.run::<String>("INFO", &info)).await {
+                Ok(Ok(text)) => text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("run_id:"))
+                    .map(|id| id.trim().to_string()),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    master.forget_current().await;
+                    return Ok(MasterProbe {
+                        run_id: None,
+                        accepts_writes: false,
+                    });
+                }
+            };
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(WRITE_PROBE_CHANNEL).arg("probe");
+        let accepts_writes =
+            match tokio::time::timeout_at(deadline, master.run::<i64>("PUBLISH", &publish)).await {
+                Ok(Ok(_)) => true,
+                Ok(Err(RedisError::Command(_))) => false,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    master.forget_current().await;
+                    false
+                }
+            };
+        Ok(MasterProbe {
+            run_id,
+            accepts_writes,
+        })
     }
 
     async fn set_min_replicas(&self, count: u32, max_lag: Duration) -> Result<(), RedisError> {

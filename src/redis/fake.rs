@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{RedisError, RedisNode};
+use super::{MasterProbe, RedisError, RedisNode};
 use crate::model::{RedisRole, RedisStatus};
 
 /// What the fake Redis holds; tests read and change it through [`FakeRedis::with`].
@@ -25,6 +25,12 @@ pub struct FakeState {
     /// What a write probe of the master this one replicates from finds (not recorded in
     /// `commands`: it goes to another Redis).
     pub master_writable: bool,
+    /// The master does not answer the write probe (paused): it takes the whole timeout.
+    pub master_hangs: bool,
+    /// Nothing listens at the master's address: the probe is refused.
+    pub master_refused: bool,
+    /// The run_id the master's Redis answers with (`None`: the fake does not say).
+    pub master_run_id: Option<String>,
     /// `min-replicas-to-write` as last set (not recorded in `commands`: a setting the
     /// agent keeps in line every cycle, not a role change).
     pub min_replicas: u32,
@@ -50,6 +56,9 @@ impl FakeRedis {
                 failing: None,
                 commands: Vec::new(),
                 master_writable: true,
+                master_hangs: false,
+                master_refused: false,
+                master_run_id: None,
                 min_replicas: 0,
             })),
             closed: Arc::new(tokio::sync::Notify::new()),
@@ -164,13 +173,31 @@ impl RedisNode for FakeRedis {
         Ok(())
     }
 
-    async fn master_accepts_writes(
+    async fn probe_master(
         &self,
         _host: &str,
         _port: u16,
-        _timeout: Duration,
-    ) -> Result<bool, RedisError> {
-        Ok(self.lock().master_writable)
+        timeout: Duration,
+    ) -> Result<MasterProbe, RedisError> {
+        let (hangs, refused) = {
+            let s = self.lock();
+            (s.master_hangs, s.master_refused)
+        };
+        if refused {
+            return Err(RedisError::Refused("connection refused".into()));
+        }
+        if hangs {
+            tokio::time::sleep(timeout).await;
+            return Ok(MasterProbe {
+                run_id: None,
+                accepts_writes: false,
+            });
+        }
+        let s = self.lock();
+        Ok(MasterProbe {
+            run_id: s.master_run_id.clone(),
+            accepts_writes: s.master_writable,
+        })
     }
 
     async fn set_min_replicas(&self, count: u32, _max_lag: Duration) -> Result<(), RedisError> {

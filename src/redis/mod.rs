@@ -64,16 +64,17 @@ pub trait RedisNode: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), RedisError>> + Send;
     /// `CLIENT UNPAUSE`.
     fn unpause(&self) -> impl Future<Output = Result<(), RedisError>> + Send;
-    /// Whether the Redis at `host:port` (the master this one replicates from, reached with
-    /// the same credentials) takes a harmless write within `timeout`: `PUBLISH` on a channel
-    /// of ours, which `CLIENT PAUSE WRITE` holds like any write. `Ok(false)`: held or
-    /// refused; `Err`: not reached at all.
-    fn master_accepts_writes(
+    /// What the Redis at `host:port` (the master this one replicates from, reached with the
+    /// same credentials) is, and whether it takes a harmless write, within `timeout`:
+    /// `INFO server` for its run_id, then `PUBLISH` on a channel of ours, which
+    /// `CLIENT PAUSE WRITE` holds like any write. `Err`: not reached at all
+    /// ([`RedisError::Refused`] when nothing listens).
+    fn probe_master(
         &self,
         host: &str,
         port: u16,
         timeout: Duration,
-    ) -> impl Future<Output = Result<bool, RedisError>> + Send;
+    ) -> impl Future<Output = Result<MasterProbe, RedisError>> + Send;
     /// `CONFIG SET min-replicas-to-write <count> min-replicas-max-lag <s>` (whole seconds).
     fn set_min_replicas(
         &self,
@@ -86,6 +87,15 @@ pub trait RedisNode: Send + Sync + 'static {
         ping_period: Duration,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), RedisError>> + Send;
+}
+
+/// What a replica's agent found at its master's Redis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasterProbe {
+    /// `None` when it did not answer `INFO` in time (paused, hung).
+    pub run_id: Option<String>,
+    /// Whether the probe's `PUBLISH` was answered: held (paused) or refused writes are not.
+    pub accepts_writes: bool,
 }
 
 /// How to reach the local Redis.

@@ -252,6 +252,11 @@ fn check_epochs(records: &Records, report: &mut Report) {
             let Some(v) = &round.views[site.index()] else {
                 continue;
             };
+            // A node recovering a lost Raft store says so and claims no epoch; once it is
+            // back, its epoch must not be below what it showed before the loss.
+            if v.recovering {
+                continue;
+            }
             if let Some((prev, prev_at)) = last_epoch[site.index()]
                 && v.epoch < prev
             {
@@ -539,6 +544,7 @@ mod tests {
             link_up: (role == "replica").then_some(true),
             raft_state: "Follower".into(),
             raft_leader: None,
+            recovering: false,
         })
     }
 
@@ -575,6 +581,59 @@ mod tests {
             Vec::new(),
         );
         assert_eq!(report.violations.len(), 2, "{:?}", report.violations);
+    }
+
+    #[test]
+    fn a_node_recovering_a_lost_store_claims_no_epoch_but_must_come_back_level() {
+        let round = |ms, views| super::super::workload::Round {
+            at: Duration::from_millis(ms),
+            views,
+        };
+        let recovering = Some(Sample {
+            recovering: true,
+            master: None,
+            ..sample(0, "", false, "replica").expect("a sample")
+        });
+        let rounds = |after: Option<Sample>| {
+            vec![
+                round(0, [sample(5, "site-a", true, "master"), None, None]),
+                round(100, [recovering.clone(), None, None]),
+                round(200, [after, None, None]),
+            ]
+        };
+        let violations = |rounds| {
+            check(
+                &Records {
+                    rounds,
+                    ..Records::default()
+                },
+                &Bounds::default(),
+                Vec::new(),
+            )
+            .violations
+        };
+        assert_eq!(
+            violations(rounds(sample(5, "site-a", true, "master"))),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            violations(rounds(sample(4, "site-a", true, "master"))).len(),
+            1,
+            "recovered to an older epoch"
+        );
+        let mut forgot = recovering.clone();
+        if let Some(v) = forgot.as_mut() {
+            v.recovering = false;
+        }
+        assert_eq!(
+            violations(vec![
+                round(0, [sample(5, "site-a", true, "master"), None, None]),
+                round(100, [forgot, None, None]),
+            ])
+            .len(),
+            1,
+            "epoch 0 without saying it recovers"
+        );
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct Sample {
     pub link_up: Option<bool>,
     pub raft_state: String,
     pub raft_leader: Option<String>,
+    /// The node lost its Raft store and has not got the committed state back: its epoch
+    /// and master claim nothing.
+    pub recovering: bool,
 }
 
 impl From<&StateView> for Sample {
@@ -71,6 +74,7 @@ impl From<&StateView> for Sample {
             link_up: v.master_link_up,
             raft_state: v.raft_state.clone(),
             raft_leader: v.raft_leader.clone(),
+            recovering: v.raft_store_recovering,
         }
     }
 }
@@ -459,6 +463,7 @@ async fn sentinel_sample(site: Site, password: Option<&str>) -> Option<Sample> {
         link_up,
         raft_state: String::new(),
         raft_leader: None,
+        recovering: false,
     })
 }
 
