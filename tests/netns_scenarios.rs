@@ -65,7 +65,8 @@ async fn witness_leads(h: &mut Harness) -> Site {
                 let kill = h.inject(Fault::KillAgent(leader)).await.expect("kill");
                 // Long enough for the others to elect a leader among themselves (up to
                 // 4 election timeouts, 1.2 s), and short of the new coordinator's wait for a
-                // master it has not heard ((lease + down-after)/2 = 3 s from its election):
+                // master it has not heard ((lease + down-after)/2 less an election timeout,
+                // 2.7 s from its election):
                 // the killed agent may be the master's, and this is no failover test.
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 h.heal(kill).await.expect("restart");
@@ -116,8 +117,9 @@ fn isolating_the_master_site_promotes_the_other_and_fences_the_old() {
                 m.name()
             );
             // --down-after after the master's last report; or, when the isolated site held
-            // the Raft leader, halfway from --lease to --down-after after the new one's
-            // election. Both come after the isolated master's lease has run out.
+            // the Raft leader, halfway from --lease to --down-after less an election timeout
+            // after the new one's election, which is at least an election timeout after the
+            // isolation. Both come after the isolated master's lease has run out.
             assert!(
                 took + PROBE * 2 >= (LEASE + DOWN_AFTER) / 2,
                 "promoted after {} ms, before the old master's lease surely ran out",

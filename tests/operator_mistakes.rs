@@ -20,6 +20,14 @@ const PASSWORD: &str = "right-password";
 /// How long a probe write may wait before the Redis counts as not taking writes.
 const WRITE_WAIT: Duration = Duration::from_millis(300);
 
+/// The data node that is not the master `m`.
+fn replica_of(c: &Cluster, m: usize) -> usize {
+    c.nodes
+        .iter()
+        .position(|n| !n.is_witness() && n.name != c.nodes[m].name)
+        .expect("the replica")
+}
+
 /// Whether `redis` acknowledges a write now, asked with the correct password.
 fn accepts_write(redis: &RedisServer, key: &str) -> bool {
     let Ok(info) =
@@ -622,11 +630,7 @@ fn a_redis_resumed_after_a_failover_acknowledges_only_the_writes_in_flight_when_
         let mut c = Cluster::new();
         c.start_all();
         let m = c.wait_stable_master(SETTLE).await;
-        let r = c
-            .nodes
-            .iter()
-            .position(|n| !n.is_witness() && n.name != c.nodes[m].name)
-            .expect("the replica");
+        let r = replica_of(&c, m);
         // The agent sets min-replicas-to-write on its master once it sees the replica online.
         common::eventually("min-replicas-to-write 1 on the master", SETTLE, || {
             let set = c.nodes[m]
@@ -694,11 +698,7 @@ fn a_redis_restarted_as_master_after_a_failover_acknowledges_no_write() {
         let mut c = Cluster::new();
         c.start_all();
         let m = c.wait_stable_master(SETTLE).await;
-        let r = c
-            .nodes
-            .iter()
-            .position(|n| !n.is_witness() && n.name != c.nodes[m].name)
-            .expect("the replica");
+        let r = replica_of(&c, m);
         let port = c.nodes[m].redis().port();
         c.nodes[m].redis_mut().kill();
         let name = c.nodes[r].name.clone();
@@ -755,11 +755,7 @@ fn a_master_restarted_empty_while_its_agent_hangs_never_empties_its_replica() {
         let mut c = Cluster::new();
         c.start_all();
         let m = c.wait_stable_master(SETTLE).await;
-        let r = c
-            .nodes
-            .iter()
-            .position(|n| !n.is_witness() && n.name != c.nodes[m].name)
-            .expect("the replica");
+        let r = replica_of(&c, m);
         let mut conn = c.nodes[m].redis().connection();
         for i in 0..KEYS {
             let _: () = redis::cmd("SET")

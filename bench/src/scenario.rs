@@ -291,8 +291,11 @@ pub async fn failover_run(
             to?.duration_since(from?).ok().map(ms)
         };
         let event = Some(outcome.event);
+        // Only a kill is seen by the failed master's own agent (a stopped one logs its
+        // Redis down once it runs again, long after).
+        let seen = m.seen.filter(|_| scenario == Scenario::Kill);
         for (metric, value) in [
-            (SEEN, span(event, m.seen)),
+            (SEEN, span(event, seen)),
             (DETECT, span(event, m.decided)),
             (COMMIT, span(m.decided, m.committed)),
             (PROMOTE, span(m.committed, m.promoted)),

@@ -200,6 +200,7 @@ impl Agent {
             down_after: millis(settings.down_after),
             max_lag_bytes: settings.max_lag_on_failover,
             switchover_timeout: millis(settings.switchover_timeout),
+            election_timeout: millis(settings.raft_election_timeout),
         };
         Ok(Arc::new(Agent {
             verifier: settings

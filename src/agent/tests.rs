@@ -59,6 +59,7 @@ fn policy() -> Policy {
         down_after: Millis(5_000),
         max_lag_bytes: 1_048_576,
         switchover_timeout: Millis(5_000),
+        election_timeout: Millis(500),
     }
 }
 

@@ -536,15 +536,7 @@ mod tests {
         contact_age: Option<u64>,
         fenced: bool,
     ) -> LocalPlan {
-        plan_local(&LocalView {
-            self_id: A,
-            state,
-            redis,
-            contact_age: contact_age.map(Millis),
-            fenced,
-            lease: Millis(LEASE),
-            master_found: &MasterFound::Unknown,
-        })
+        plan_with(state, redis, contact_age, fenced, &MasterFound::Unknown)
     }
 
     /// A plan in quorum contact, with what the probe found at the master's Redis.
@@ -554,11 +546,21 @@ mod tests {
         master_found: &MasterFound,
         fenced: bool,
     ) -> LocalPlan {
+        plan_with(state, redis, CONTACT, fenced, master_found)
+    }
+
+    fn plan_with(
+        state: &ClusterState,
+        redis: &RedisHealth,
+        contact_age: Option<u64>,
+        fenced: bool,
+        master_found: &MasterFound,
+    ) -> LocalPlan {
         plan_local(&LocalView {
             self_id: A,
             state,
             redis,
-            contact_age: CONTACT.map(Millis),
+            contact_age: contact_age.map(Millis),
             fenced,
             lease: Millis(LEASE),
             master_found,

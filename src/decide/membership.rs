@@ -154,6 +154,7 @@ mod tests {
             down_after: Millis(5_000),
             max_lag_bytes: 0,
             switchover_timeout: Millis(5_000),
+            election_timeout: Millis(500),
         }
     }
 

@@ -35,6 +35,9 @@ pub struct Policy {
     pub max_lag_bytes: u64,
     /// How long a planned switchover may hold the master's writes paused before it is abandoned.
     pub switchover_timeout: Millis,
+    /// `--raft-election-timeout`: no node campaigns, and none votes for another, sooner
+    /// than this after it last heard the leader.
+    pub election_timeout: Millis,
 }
 
 /// A report and when the coordinator received it (coordinator's monotonic clock).
@@ -445,9 +448,21 @@ fn judge_master(
 
 /// How long a new coordinator that has not heard the master's agent waits from its own
 /// leadership before the master counts as silent.
+///
+/// The old master's lease rests on a contact some quorum confirmed; that quorum shares a
+/// node with the one that elected us, and that node had heard nothing from the old leader
+/// for at least an election timeout before it campaigned or voted. So the old master has
+/// fenced itself by `leader_since - election_timeout + lease`; we wait until halfway from
+/// there to `down_after`, leaving its agent that long to run the fence (never less than
+/// the lease from our leadership).
 pub fn new_leader_wait(policy: &Policy) -> Millis {
     let lease = policy.lease.min(policy.down_after);
-    Millis(lease.0 + (policy.down_after.0 - lease.0) / 2)
+    let margin = (policy.down_after.0 - lease.0) / 2;
+    Millis(
+        (lease.0 + margin)
+            .saturating_sub(policy.election_timeout.0)
+            .max(lease.0),
+    )
 }
 
 /// Data members that freshly report a live replication link to the master (proof its

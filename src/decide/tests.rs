@@ -16,6 +16,7 @@ const NOW: u64 = 100_000;
 /// Old enough to be stale, young enough to matter: the last time a silent node spoke.
 const STALE_AT: u64 = NOW - DOWN_AFTER;
 const SWITCHOVER_TIMEOUT: u64 = 5_000;
+const ELECTION_TIMEOUT: u64 = 1_000;
 
 fn policy() -> Policy {
     Policy {
@@ -24,6 +25,7 @@ fn policy() -> Policy {
         down_after: Millis(DOWN_AFTER),
         max_lag_bytes: MAX_LAG,
         switchover_timeout: Millis(SWITCHOVER_TIMEOUT),
+        election_timeout: Millis(ELECTION_TIMEOUT),
     }
 }
 
@@ -586,24 +588,40 @@ fn live_link_counts_only_from_a_fresh_report() {
 }
 
 #[test]
+fn a_new_coordinator_never_waits_less_than_the_lease() {
+    let mut p = policy();
+    assert_eq!(new_leader_wait(&p), Millis(8_000));
+    p.election_timeout = Millis(10_000);
+    assert_eq!(
+        new_leader_wait(&p),
+        p.lease,
+        "a margin of the election timeout itself"
+    );
+    p.lease = p.down_after;
+    p.election_timeout = Millis(0);
+    assert_eq!(new_leader_wait(&p), p.down_after);
+}
+
+#[test]
 fn leader_since_bounds_silence() {
     // A new coordinator that never heard from the master must not fail it over before
-    // the old master's lease (3 s) has surely run out on its own clock: halfway from the
-    // lease to down_after (15 s), 9 s.
+    // the old master's lease (3 s) has surely run out on its own clock: it ran out by an
+    // election timeout (1 s) before this leadership plus the lease, 2 s; then halfway from
+    // the lease to down_after (15 s), 8 s.
     let s = Scenario::new(&three_nodes())
         .master("a", "run-a")
         .report("b", up_replica_of(&addr("a"), false, 5_000));
     let d = s.clone().leader_since(NOW - 1_000).decide();
     assert_eq!(elected(&d), None);
-    assert_eq!(d.reason, "master a silent for 1000 ms; failover at 9000 ms");
+    assert_eq!(d.reason, "master a silent for 1000 ms; failover at 8000 ms");
     assert_eq!(
         d.decide_again_at,
-        Some(Millis(NOW + 8_000)),
+        Some(Millis(NOW + 7_000)),
         "the coordinator decides again when the wait ends"
     );
-    let d = s.clone().leader_since(NOW - 8_999).decide();
+    let d = s.clone().leader_since(NOW - 7_999).decide();
     assert_eq!(elected(&d), None, "{}", d.reason);
-    let d = s.leader_since(NOW - 9_000).decide();
+    let d = s.leader_since(NOW - 8_000).decide();
     assert_eq!(elected(&d), Some((id("b"), 8)), "{}", d.reason);
 
     // Same with an old report from a previous term.
