@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use tokio::sync::watch;
@@ -69,6 +71,61 @@ pub trait Consensus: Send + Sync + 'static {
 pub struct RaftConsensus {
     pub raft: Raft,
     pub state_machine: StateMachineStore,
+    quorum_clock: Arc<Mutex<QuorumClock>>,
+}
+
+/// openraft's `millis_since_quorum_ack` is computed when the core publishes its metrics, and
+/// read any time later: after a stall of the process (SIGSTOP, a frozen VM) the published value
+/// still says "acknowledged 100 ms ago", and a lease renewed on it outlives the stall. So the age
+/// counts from the earliest moment the value can have been published: the last look at the
+/// metrics before it appeared. In steady state that adds about a heartbeat interval.
+#[derive(Clone, Copy, Debug)]
+struct QuorumClock {
+    age_ms: Option<u64>,
+    published_after: Instant,
+}
+
+impl QuorumClock {
+    /// The published age, counted from the earliest moment it can have been published.
+    fn age_at(&self, now: Instant) -> Option<u64> {
+        let since = now
+            .saturating_duration_since(self.published_after)
+            .as_millis();
+        let since = u64::try_from(since).unwrap_or(u64::MAX);
+        self.age_ms.map(|age| age.saturating_add(since))
+    }
+}
+
+impl RaftConsensus {
+    /// Wraps the node and starts following its metrics (needs a tokio runtime).
+    pub fn new(raft: Raft, state_machine: StateMachineStore) -> RaftConsensus {
+        let mut metrics = raft.metrics();
+        let looked_at = Instant::now();
+        metrics.mark_unchanged();
+        // What was published before the first look is of unknown age: no quorum counts yet.
+        let clock = Arc::new(Mutex::new(QuorumClock {
+            age_ms: None,
+            published_after: looked_at,
+        }));
+        let shared = clock.clone();
+        tokio::spawn(async move {
+            let mut last_look = looked_at;
+            while metrics.changed().await.is_ok() {
+                let look = Instant::now();
+                let age_ms = metrics.borrow_and_update().millis_since_quorum_ack;
+                *shared.lock().unwrap_or_else(|p| p.into_inner()) = QuorumClock {
+                    age_ms,
+                    published_after: last_look,
+                };
+                last_look = look;
+            }
+        });
+        RaftConsensus {
+            raft,
+            state_machine,
+            quorum_clock: clock,
+        }
+    }
 }
 
 impl Consensus for RaftConsensus {
@@ -90,7 +147,11 @@ impl Consensus for RaftConsensus {
                 .nodes()
                 .map(|(id, n)| (*id, n.addr.clone()))
                 .collect(),
-            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            millis_since_quorum_ack: self
+                .quorum_clock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .age_at(Instant::now()),
         }
     }
 
@@ -217,5 +278,29 @@ impl Consensus for FakeConsensus {
             f.nodes.remove(&id);
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_published_quorum_age_keeps_growing_until_the_next_publication() {
+        let looked = Instant::now();
+        let clock = QuorumClock {
+            age_ms: Some(100),
+            published_after: looked,
+        };
+        assert_eq!(clock.age_at(looked), Some(100));
+        // The process stalls for 3 s before anyone reads the value again: the age says so.
+        assert_eq!(clock.age_at(looked + Duration::from_secs(3)), Some(3_100));
+        let none = QuorumClock {
+            age_ms: None,
+            ..clock
+        };
+        assert_eq!(none.age_at(looked + Duration::from_secs(3)), None);
     }
 }

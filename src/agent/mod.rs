@@ -208,10 +208,7 @@ impl Agent {
                 .as_deref()
                 .map(|s| Arc::new(Verifier::new(s).bound_to(settings.own_authorities()))),
             coordinator: Arc::new(Coordinator::new(policy, clock, metrics.clone())),
-            consensus: Arc::new(RaftConsensus {
-                raft,
-                state_machine,
-            }),
+            consensus: Arc::new(RaftConsensus::new(raft, state_machine)),
             vote_guard,
             local: Arc::new(Mutex::new(LocalState::default())),
             metrics,
