@@ -55,13 +55,21 @@ async fn raft_leader(h: &Harness) -> Option<Site> {
 /// until the witness wins an election); the master's site.
 async fn witness_leads(h: &mut Harness) -> Site {
     let mut m = h.settled(SETTLE).await;
-    for _ in 0..10 {
+    for attempt in 0..10 {
         match raft_leader(h).await {
             Some(Site::C) => {
                 println!("master {}, raft leader site-c", m.name());
                 return m;
             }
             Some(leader) => {
+                // openraft draws each node's election timeout once, at start: a witness that
+                // drew a long one loses every race, so after a lost race it restarts too (a
+                // follower's restart moves no leadership) and draws again.
+                if attempt > 0 {
+                    let witness = h.inject(Fault::KillAgent(Site::C)).await.expect("kill");
+                    h.heal(witness).await.expect("restart");
+                    m = h.settled(CONVERGE).await;
+                }
                 let kill = h.inject(Fault::KillAgent(leader)).await.expect("kill");
                 // Long enough for the others to elect a leader among themselves (up to
                 // 4 election timeouts, 1.2 s), and short of the new coordinator's wait for a
