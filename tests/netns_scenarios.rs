@@ -68,7 +68,7 @@ async fn witness_leads(h: &mut Harness) -> Site {
                 if attempt > 0 {
                     let witness = h.inject(Fault::KillAgent(Site::C)).await.expect("kill");
                     h.heal(witness).await.expect("restart");
-                    m = h.settled(CONVERGE).await;
+                    h.settled(CONVERGE).await;
                 }
                 let kill = h.inject(Fault::KillAgent(leader)).await.expect("kill");
                 // Long enough for the others to elect a leader among themselves (up to
