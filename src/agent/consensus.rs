@@ -74,6 +74,10 @@ pub struct RaftConsensus {
     quorum_clock: Arc<Mutex<QuorumClock>>,
 }
 
+/// How often the metrics are looked at when they do not change: the most a published age is
+/// overstated by.
+const QUORUM_CLOCK_LOOK: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// openraft's `millis_since_quorum_ack` is computed when the core publishes its metrics, and
 /// read any time later: after a stall of the process (SIGSTOP, a frozen VM) the published value
 /// still says "acknowledged 100 ms ago", and a lease renewed on it outlives the stall. So the age
@@ -110,8 +114,24 @@ impl RaftConsensus {
         let shared = clock.clone();
         tokio::spawn(async move {
             let mut last_look = looked_at;
-            while metrics.changed().await.is_ok() {
+            loop {
+                // Looking now and then, also when nothing changed, keeps the bound tight when
+                // metrics change rarely (a follower's), so a new leader's first published age
+                // is not taken for seconds old.
+                let changed = tokio::select! {
+                    changed = metrics.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        true
+                    }
+                    () = tokio::time::sleep(QUORUM_CLOCK_LOOK) => false,
+                };
                 let look = Instant::now();
+                if !changed && !metrics.has_changed().unwrap_or(false) {
+                    last_look = look;
+                    continue;
+                }
                 let age_ms = metrics.borrow_and_update().millis_since_quorum_ack;
                 *shared.lock().unwrap_or_else(|p| p.into_inner()) = QuorumClock {
                     age_ms,
