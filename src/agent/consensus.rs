@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use tokio::sync::watch;
@@ -76,7 +76,7 @@ pub struct RaftConsensus {
 
 /// How often the metrics are looked at when they do not change: the most a published age is
 /// overstated by.
-const QUORUM_CLOCK_LOOK: std::time::Duration = std::time::Duration::from_millis(50);
+const QUORUM_CLOCK_LOOK: Duration = Duration::from_millis(50);
 
 /// openraft's `millis_since_quorum_ack` is computed when the core publishes its metrics, and
 /// read any time later: after a stall of the process (SIGSTOP, a frozen VM) the published value
@@ -303,8 +303,6 @@ impl Consensus for FakeConsensus {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]

@@ -433,15 +433,10 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                     ),
                     Err(e) => {
                         debug!(error = %e, "probe of the master's redis failed");
-                        let gone = matches!(e, crate::redis::RedisError::Refused(_));
-                        (
-                            None,
-                            if gone {
-                                MasterFound::Gone
-                            } else {
-                                MasterFound::Unknown
-                            },
-                        )
+                        match e {
+                            crate::redis::RedisError::Refused(_) => (None, MasterFound::Gone),
+                            _ => (None, MasterFound::Unknown),
+                        }
                     }
                 }
             }

@@ -245,22 +245,16 @@ fn watch_master(
             "committed master node {master} is not a registered member; nothing to decide"
         ));
     };
+    let kept = |reason: String, decide_again_at: Option<Millis>| match &state.switchover {
+        Some(sw) => switchover::progress(state, reports, policy, now, sw),
+        None => Outcome {
+            decide_again_at,
+            ..Outcome::wait(reason)
+        },
+    };
     let (cause, failing_since) = match judge_master(state, reports, policy, now, master, member) {
-        Verdict::Kept(reason) => {
-            return match &state.switchover {
-                Some(sw) => switchover::progress(state, reports, policy, now, sw),
-                None => Outcome::wait(reason),
-            };
-        }
-        Verdict::KeptUntil(reason, at) => {
-            return match &state.switchover {
-                Some(sw) => switchover::progress(state, reports, policy, now, sw),
-                None => Outcome {
-                    decide_again_at: Some(at),
-                    ..Outcome::wait(reason)
-                },
-            };
-        }
+        Verdict::Kept(reason) => return kept(reason, None),
+        Verdict::KeptUntil(reason, at) => return kept(reason, Some(at)),
         Verdict::Failed(cause, since) => (cause, since),
     };
 
