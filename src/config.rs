@@ -10,6 +10,7 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 
 use crate::addr::{join_host_port, node_id, split_host_port};
+use crate::decide::lease::LeaseTimings;
 use crate::model::NodeId;
 
 /// Port used for a `--raft-peers` entry written without one.
@@ -461,15 +462,18 @@ impl AgentArgs {
             return Err(err("--probe-interval must be shorter than --lease"));
         }
         // A leader change must not fence a healthy master: the lease has to outlast the
-        // slowest re-election plus one report. openraft followers wait out the leader's
-        // lease (the maximum election timeout, twice the minimum) and then a random
-        // election timeout (up to twice the minimum again) before campaigning.
-        let reelection = self.raft_election_timeout * 4 + self.raft_heartbeat + self.probe_interval;
-        if self.lease <= reelection {
+        // slowest re-election plus the age of the contact the master holds when it starts.
+        let shortest = LeaseTimings {
+            election_timeout: self.raft_election_timeout,
+            heartbeat: self.raft_heartbeat,
+            probe_interval: self.probe_interval,
+        }
+        .shortest_lease();
+        if self.lease < shortest {
             return Err(err(format!(
-                "--lease ({}) must be longer than four --raft-election-timeout plus --raft-heartbeat and --probe-interval ({}), or a Raft leader change could fence the master",
+                "--lease ({}) must be at least four --raft-election-timeout plus --raft-heartbeat, two --probe-interval and 50 ms ({}), or a Raft leader change could fence the master",
                 crate::duration::format(self.lease),
-                crate::duration::format(reelection)
+                crate::duration::format(shortest)
             )));
         }
         // Margin between the old master fencing itself and the earliest new master, for
@@ -638,6 +642,15 @@ fn is_dns_label(s: &str) -> bool {
 }
 
 impl Settings {
+    /// The timings the lease must outlast, as [`LeaseTimings`] wants them.
+    pub fn lease_timings(&self) -> LeaseTimings {
+        LeaseTimings {
+            election_timeout: self.raft_election_timeout,
+            heartbeat: self.raft_heartbeat,
+            probe_interval: self.probe_interval,
+        }
+    }
+
     /// The `host:port` names requests to this agent are signed for: its `--raft-peers`
     /// entry, its API address, and its bind addresses unless they are wildcards. (The
     /// address a connection arrived on is accepted too, see `auth::Verifier`.)
@@ -847,6 +860,11 @@ mod tests {
                 vec![peers, me, "--lease=2s"],
                 "a Raft leader change could fence the master",
             ),
+            // At the defaults a re-election and a report take 2.6 s; 2.7 s leaves a probe.
+            (
+                vec![peers, me, "--lease=2690ms"],
+                "a Raft leader change could fence the master",
+            ),
             (
                 vec![peers, me, "--lease=4800ms"],
                 "by at least four --raft-heartbeat",
@@ -856,6 +874,7 @@ mod tests {
             let e = settings(&args).expect_err(&format!("{args:?} must fail"));
             assert!(e.0.contains(want), "{args:?}: got {e}");
         }
+        settings(&[peers, me, "--lease=2700ms"]).expect("the shortest lease at the defaults");
     }
 
     #[test]

@@ -787,7 +787,9 @@ fn a_master_restarted_empty_while_its_agent_hangs_never_empties_its_replica() {
         assert_eq!(
             dbsize(c.nodes[r].redis()),
             KEYS,
-            "the promoted replica kept every write"
+            "the promoted replica kept every write; its agent's log:\n{}\nthe master's:\n{}",
+            c.nodes[r].log(),
+            c.nodes[m].log()
         );
         let log = c.nodes[r].log();
         assert!(

@@ -4,13 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use tokio::sync::watch;
 
 use crate::consensus::Raft;
 use crate::consensus::state_machine::StateMachineStore;
+use crate::decide::lease::QUORUM_CLOCK_LOOK;
 use crate::model::{ClusterState, Command, CommandResponse, NodeId};
 
 /// One read of the Raft metrics.
@@ -73,10 +74,6 @@ pub struct RaftConsensus {
     pub state_machine: StateMachineStore,
     quorum_clock: Arc<Mutex<QuorumClock>>,
 }
-
-/// How often the metrics are looked at when they do not change: the most a published age is
-/// overstated by.
-const QUORUM_CLOCK_LOOK: Duration = Duration::from_millis(50);
 
 /// openraft's `millis_since_quorum_ack` is computed when the core publishes its metrics, and
 /// read any time later: after a stall of the process (SIGSTOP, a frozen VM) the published value
@@ -304,6 +301,7 @@ impl Consensus for FakeConsensus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_published_quorum_age_keeps_growing_until_the_next_publication() {

@@ -17,8 +17,8 @@ use super::{Clock, lock, millis};
 use crate::client::SignedClient;
 use crate::decide::lease::{fence_pause, losing_writes, renewed_contact};
 use crate::decide::local::{
-    DETACHED_HOST, DETACHED_PORT, LocalAction, LocalView, MasterFound, min_replicas_to_write,
-    plan_local,
+    DETACHED_HOST, DETACHED_PORT, LocalAction, LocalView, MasterFound, master_replaced,
+    min_replicas_to_write, plan_local,
 };
 use crate::kube::{RoleFacts, desired_role_label};
 use crate::metrics::{Metrics, PeerLabel};
@@ -45,15 +45,11 @@ pub struct MemberConfig {
     pub member: Member,
     pub probe_interval: Duration,
     pub lease: Duration,
+    /// How often a report goes out when nothing changed
+    /// ([`keep_alive_interval`](crate::decide::lease::keep_alive_interval)).
+    pub keep_alive: Duration,
     pub down_after: Duration,
     pub redis_down_after: Duration,
-}
-
-/// How often an agent whose view has not changed reports anyway: four reports per lease,
-/// so a lost one or two never fence a healthy master, and never slower than once a second
-/// so the coordinator's picture of offsets stays fresh.
-pub fn keep_alive_interval(lease: Duration) -> Duration {
-    (lease / 4).min(Duration::from_secs(1))
 }
 
 /// What this agent knows about its own Redis and its contact with the cluster; read by
@@ -208,7 +204,7 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
     /// while it is down or in a switchover, and otherwise as a keep-alive that renews the
     /// lease well before it runs out.
     pub async fn run(mut self) {
-        let keep_alive = keep_alive_interval(self.config.lease);
+        let keep_alive = self.config.keep_alive;
         let interval = if self.redis.is_some() {
             self.config.probe_interval
         } else {
@@ -319,22 +315,37 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
         // The write probe of a hung master and a report to a leader that is gone each wait
         // for their timeout; a commit meanwhile (e.g. this node's promotion) makes both moot,
         // so it cuts them short and the cycle acts on the new state at once.
-        let observe = async {
-            self.probe_master_writes(&state).await;
+        let probed = tokio::select! {
+            () = self.probe_master_writes(&state) => true,
+            _ = committed.changed() => false,
+        };
+        let mut reported = None;
+        let mut state = state;
+        if probed {
+            // A master process that exited or was replaced is detached from before the
+            // report: that may wait out its timeout on a leader that is gone (often the
+            // master's own agent), and meanwhile the local Redis reconnects (within a
+            // second) and takes a full resync from whatever process now answers there.
+            if self.master_replaced(&state) {
+                self.reconcile(&state).await;
+            }
             if report_due || self.observation_changed() {
-                Some(self.report(&state).await)
-            } else {
-                None
+                let acked = tokio::select! {
+                    acked = self.report(&state) => Some(acked),
+                    _ = committed.changed() => None,
+                };
+                reported = Some(acked.unwrap_or(false));
+                if acked.is_none() {
+                    debug!("a commit arrived while reporting; acting on it now");
+                    state = self.consensus.state();
+                }
             }
-        };
-        let (mut reported, state) = tokio::select! {
-            reported = observe => (reported, state),
-            _ = committed.changed() => {
-                debug!("a commit arrived while probing the master or reporting; acting on it now");
-                // A report cut short counts as not acknowledged, so the next cycle sends one.
-                (Some(false), self.consensus.state())
-            }
-        };
+        } else {
+            debug!("a commit arrived while probing the master; acting on it now");
+            // A report cut short counts as not acknowledged, so the next cycle sends one.
+            reported = Some(false);
+            state = self.consensus.state();
+        }
         self.reconcile(&state).await;
         // A role change or fence just made is news the coordinator (and every Sentinel
         // view) needs now, not at the next keep-alive.
@@ -347,6 +358,11 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
         }
         lock(&self.local).updated.notify_one();
         reported
+    }
+
+    /// Whether the last probe found the committed master's process gone or replaced.
+    fn master_replaced(&self, state: &ClusterState) -> bool {
+        master_replaced(state, &lock(&self.local).master_found).is_some()
     }
 
     fn observation_changed(&self) -> bool {
@@ -434,7 +450,8 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                     Err(e) => {
                         debug!(error = %e, "probe of the master's redis failed");
                         match e {
-                            crate::redis::RedisError::Refused(_) => (None, MasterFound::Gone),
+                            crate::redis::RedisError::Refused(_)
+                            | crate::redis::RedisError::HungUp(_) => (None, MasterFound::Gone),
                             _ => (None, MasterFound::Unknown),
                         }
                     }

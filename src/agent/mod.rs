@@ -38,6 +38,7 @@ use crate::consensus::recovery::{Guard, VoteGuard};
 use crate::consensus::rejoin::{self, Rejoin};
 use crate::consensus::{Raft, open_storage};
 use crate::decide::Policy;
+use crate::decide::lease::keep_alive_interval;
 use crate::kube::ClusterApi;
 use crate::metrics::Metrics;
 use crate::model::{Member, MemberKind, Millis, NodeId, NodeReport, ReportAck};
@@ -239,6 +240,7 @@ impl Agent {
                 member: self.member(),
                 probe_interval: s.probe_interval,
                 lease: s.lease,
+                keep_alive: keep_alive_interval(s.lease, &s.lease_timings()),
                 down_after: s.down_after,
                 redis_down_after: s.redis_down_after,
             },

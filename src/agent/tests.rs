@@ -10,6 +10,7 @@ use super::member::{LocalState, MemberConfig, MemberLoop, ReportSink};
 use super::{Clock, lock};
 use crate::addr::node_id;
 use crate::decide::Policy;
+use crate::decide::local::{DETACHED_HOST, DETACHED_PORT};
 use crate::metrics::Metrics;
 use crate::model::{
     ClusterState, Member, MemberKind, Millis, NodeId, NodeReport, RedisHealth, RedisRole,
@@ -94,11 +95,13 @@ impl ReportSink for InProcess {
     }
 }
 
-/// Answers every report with `ack` (none: unreachable) and keeps what was sent.
+/// Answers every report with `ack` (none: unreachable) and keeps what was sent; while
+/// `silent`, each report first waits out its whole timeout (a leader that stopped).
 #[derive(Clone, Default)]
 struct Scripted {
     ack: Arc<Mutex<Option<ReportAck>>>,
     sent: Arc<Mutex<Vec<NodeReport>>>,
+    silent: Arc<Mutex<bool>>,
 }
 
 impl Scripted {
@@ -108,8 +111,12 @@ impl Scripted {
 }
 
 impl ReportSink for Scripted {
-    async fn deliver(&self, report: NodeReport, _: Duration) -> Result<ReportAck, String> {
+    async fn deliver(&self, report: NodeReport, timeout: Duration) -> Result<ReportAck, String> {
         lock(&self.sent).push(report);
+        if *lock(&self.silent) {
+            tokio::time::sleep(timeout).await;
+            return Err("timed out".into());
+        }
         lock(&self.ack).clone().ok_or_else(|| "unreachable".into())
     }
 }
@@ -136,6 +143,7 @@ fn member_loop<S: ReportSink>(
             member: member(name, MemberKind::Data),
             probe_interval: PROBE,
             lease: LEASE,
+            keep_alive: Duration::from_millis(750),
             down_after: DOWN_AFTER,
             redis_down_after: Duration::from_millis(300),
         },
@@ -675,6 +683,27 @@ async fn a_commit_cuts_short_a_hung_write_probe_of_the_master() {
         redis.snapshot().role,
         RedisRole::Master,
         "promoted within 1 ms of the commit, not when the probe times out: {:?}",
+        redis.changes()
+    );
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_detaches_from_a_vanished_master_before_a_report_to_a_silent_leader() {
+    let redis = FakeRedis::replica_of("run-a", "b:6379");
+    let (m, sink) = node_a(cluster("b", "run-b"), &redis);
+    let task = tokio::spawn(m.run());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // b's host stops with b's agent, the Raft leader: reports wait out their timeout, and
+    // b's address hangs up on connect (a proxy in front of it stays).
+    *lock(&sink.silent) = true;
+    redis.with(|s| s.master_fails = Some(RedisError::HungUp("connection reset".into())));
+    tokio::time::sleep(PROBE + Duration::from_millis(5)).await;
+    let detached = format!("{DETACHED_HOST}:{DETACHED_PORT}");
+    assert_eq!(
+        redis.snapshot().master_addr.as_deref(),
+        Some(detached.as_str()),
+        "detached within 5 ms of the next probe, not after the report times out: {:?}",
         redis.changes()
     );
     task.abort();

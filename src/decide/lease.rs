@@ -1,8 +1,52 @@
 //! A data agent's contact with the cluster and when it must fence its Redis: pure rules
 //! over the coordinator's acknowledgements and the agent's monotonic clock.
 
+use std::time::Duration;
+
 use super::local::LocalAction;
 use crate::model::{Millis, ReportAck};
+
+/// How much the agent's quorum clock can overstate an acknowledgement's age: how often it
+/// looks at openraft's metrics when they do not change.
+pub const QUORUM_CLOCK_LOOK: Duration = Duration::from_millis(50);
+
+/// The Raft and probe timings a master's lease must outlast.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaseTimings {
+    pub election_timeout: Duration,
+    pub heartbeat: Duration,
+    pub probe_interval: Duration,
+}
+
+impl LeaseTimings {
+    /// The longest a master's last acknowledged report can go unrenewed across a Raft leader
+    /// change, not counting how long before the loss that report was sent. Its contact is
+    /// dated by the old leader's quorum acknowledgement (up to a heartbeat and a look of the
+    /// quorum clock old); openraft followers then wait out the leader's lease (the maximum
+    /// election timeout, twice the minimum) and a random election timeout (up to twice the
+    /// minimum again) before campaigning; the master's next probe reports to the winner.
+    pub fn leader_change(&self) -> Duration {
+        self.election_timeout * 4 + self.heartbeat + self.probe_interval + QUORUM_CLOCK_LOOK
+    }
+
+    /// The shortest lease with which a leader change never fences a healthy master: one
+    /// that leaves a keep-alive of at least a probe interval.
+    pub fn shortest_lease(&self) -> Duration {
+        self.leader_change() + self.probe_interval
+    }
+}
+
+/// How often an agent whose view has not changed reports anyway: four reports per lease, so
+/// a lost one or two never fence a healthy master, never slower than once a second so the
+/// coordinator's picture of offsets stays fresh, and often enough that the contact a master
+/// holds when its Raft leader is lost outlives the re-election. Never more often than the
+/// probe interval.
+pub fn keep_alive_interval(lease: Duration, timings: &LeaseTimings) -> Duration {
+    (lease / 4)
+        .min(Duration::from_secs(1))
+        .min(lease.saturating_sub(timings.leader_change()))
+        .max(timings.probe_interval)
+}
 
 /// The latest confirmed quorum contact after an ack to a report sent at `sent_at`.
 ///
@@ -62,6 +106,37 @@ mod tests {
             master_offset: None,
             health: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_keep_alive_leaves_room_for_a_leader_change_within_the_lease() {
+        let ms = Duration::from_millis;
+        let timings = |election, heartbeat, probe| LeaseTimings {
+            election_timeout: ms(election),
+            heartbeat: ms(heartbeat),
+            probe_interval: ms(probe),
+        };
+        let cases = [
+            // (lease, election timeout, heartbeat, probe, keep-alive)
+            // The defaults: a re-election takes 2.5 s of the 3 s lease.
+            (3_000, 500, 250, 200, 500),
+            // A long lease: four per lease, at most one a second.
+            (8_000, 500, 250, 200, 1_000),
+            (2_000, 100, 50, 50, 500),
+            // The shortest lease accepted: one report every probe.
+            (1_700, 300, 250, 100, 100),
+            (2_500, 300, 250, 100, 625),
+        ];
+        for (lease, election, heartbeat, probe, want) in cases {
+            let t = timings(election, heartbeat, probe);
+            let keep_alive = keep_alive_interval(ms(lease), &t);
+            assert_eq!(keep_alive, ms(want), "lease {lease} ms, {t:?}");
+            assert!(
+                keep_alive + t.leader_change() <= ms(lease),
+                "the contact outlives a leader change: lease {lease} ms, {t:?}"
+            );
+        }
+        assert_eq!(timings(300, 250, 100).shortest_lease(), ms(1_700));
     }
 
     #[test]

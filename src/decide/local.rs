@@ -42,7 +42,8 @@ pub enum MasterFound {
     /// Not probed, or no answer in time (paused, partitioned): nothing is known.
     #[default]
     Unknown,
-    /// Connection refused: no process listens there.
+    /// Connection refused (no process listens there), or accepted and closed before Redis
+    /// answered (a proxy or relay in front of it whose backend is gone).
     Gone,
     /// A Redis answered, with this run_id.
     Process(String),
@@ -251,6 +252,22 @@ fn plan_as_master(view: &LocalView<'_>, status: &RedisStatus) -> LocalPlan {
     }
 }
 
+/// How the committed master's Redis was found gone or replaced by another process, if it
+/// was: then this node's Redis must not replicate from it.
+pub fn master_replaced(state: &ClusterState, found: &MasterFound) -> Option<String> {
+    match found {
+        MasterFound::Gone => Some("is gone (refused, or hung up on connect)".to_string()),
+        MasterFound::Process(run_id) => state
+            .master_run_id
+            .as_deref()
+            .filter(|committed| *committed != run_id)
+            .map(|committed| {
+                format!("answers as another process (run_id {run_id}, elected {committed})")
+            }),
+        MasterFound::Unknown => None,
+    }
+}
+
 fn plan_as_replica(view: &LocalView<'_>, status: &RedisStatus, master: NodeId) -> LocalPlan {
     let Some(member) = view.state.members.get(&master) else {
         return LocalPlan::new(
@@ -280,18 +297,7 @@ fn plan_as_replica(view: &LocalView<'_>, status: &RedisStatus, master: NodeId) -
     // A master process that exited, or one that answers at its address but is not the
     // process that was elected (restarted, maybe empty), must not feed this replica a full
     // resync: detach until the coordinator replaces it or the committed process answers.
-    let replaced = match view.master_found {
-        MasterFound::Gone => Some("is gone (connection refused)".to_string()),
-        MasterFound::Process(run_id) => view
-            .state
-            .master_run_id
-            .as_deref()
-            .filter(|committed| *committed != run_id)
-            .map(|committed| {
-                format!("answers as another process (run_id {run_id}, elected {committed})")
-            }),
-        MasterFound::Unknown => None,
-    };
+    let replaced = master_replaced(view.state, view.master_found);
     if let Some(what) = &replaced {
         if detached {
             return LocalPlan::new(
@@ -839,7 +845,7 @@ mod tests {
                 &gone,
                 false,
                 vec![Detach],
-                "master b's redis is gone (connection refused): detaching local redis so it \
+                "master b's redis is gone (refused, or hung up on connect): detaching local redis so it \
                  cannot resync from it, keeping its data until the coordinator replaces b",
             ),
             (
@@ -874,7 +880,7 @@ mod tests {
                 &gone,
                 false,
                 vec![],
-                "detached: master b's redis is gone (connection refused); waiting for the \
+                "detached: master b's redis is gone (refused, or hung up on connect); waiting for the \
                  coordinator to replace it",
             ),
             (
@@ -908,7 +914,7 @@ mod tests {
                 &gone,
                 false,
                 vec![detach_master],
-                "b is master at epoch 3 but its redis is gone (connection refused): demoting \
+                "b is master at epoch 3 but its redis is gone (refused, or hung up on connect): demoting \
                  local redis detached, closing its clients",
             ),
             (

@@ -182,7 +182,7 @@ impl RedisClient {
             .client
             .get_multiplexed_async_connection_with_config(&self.connection_config)
             .await
-            .map_err(|e| transport_error(&format!("connect to {}", self.addr), &e))?;
+            .map_err(|e| connect_error(&format!("connect to {}", self.addr), &e))?;
         let generation = cache.next_generation;
         cache.next_generation += 1;
         cache.current = Some((generation, conn.clone()));
@@ -414,6 +414,15 @@ fn transport_error(context: &str, e: &redis::RedisError) -> RedisError {
         RedisError::Refused(format!("{context}: {e}"))
     } else {
         RedisError::Unreachable(format!("{context}: {e}"))
+    }
+}
+
+/// A failed connect. A connection accepted and then closed before Redis answered means no
+/// Redis serves there: a TCP proxy or relay in front of it accepts for a backend that is gone.
+fn connect_error(context: &str, e: &redis::RedisError) -> RedisError {
+    match transport_error(context, e) {
+        RedisError::Unreachable(text) if e.is_connection_dropped() => RedisError::HungUp(text),
+        other => other,
     }
 }
 
@@ -723,6 +732,46 @@ mod tests {
                 RedisError::Unreachable(_)
             ));
         }
+    }
+
+    /// A TCP relay whose backend is gone accepts and closes: no Redis serves there.
+    #[tokio::test]
+    async fn a_master_address_that_accepts_and_closes_hangs_up() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("local addr").port();
+        let acceptor = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                drop(socket);
+            }
+        });
+        let local = RedisClient::new(RedisConfig {
+            host: "127.0.0.1".into(),
+            port: 1,
+            password: None,
+            tls: false,
+            tls_skip_verify: false,
+            tls_ca_file: None,
+        })
+        .expect("client");
+        let probe = local
+            .probe_master("127.0.0.1", port, Duration::from_secs(1))
+            .await;
+        assert!(
+            matches!(probe, Err(RedisError::HungUp(_))),
+            "hung up, not merely unreachable: {probe:?}"
+        );
+        acceptor.abort();
+        // Awaited, the aborted task has dropped its listener.
+        let _ = acceptor.await;
+        let refused = local
+            .probe_master("127.0.0.1", port, Duration::from_secs(1))
+            .await;
+        assert!(
+            matches!(refused, Err(RedisError::Refused(_))),
+            "refused once nothing listens: {refused:?}"
+        );
     }
 
     #[test]

@@ -27,8 +27,9 @@ pub struct FakeState {
     pub master_writable: bool,
     /// The master does not answer the write probe (paused): it takes the whole timeout.
     pub master_hangs: bool,
-    /// Nothing listens at the master's address: the probe is refused.
-    pub master_refused: bool,
+    /// The probe of the master fails with this (refused: nothing listens; hung up: a proxy
+    /// in front of it accepts for a backend that is gone).
+    pub master_fails: Option<RedisError>,
     /// The run_id the master's Redis answers with (`None`: the fake does not say).
     pub master_run_id: Option<String>,
     /// `min-replicas-to-write` as last set (not recorded in `commands`: a setting the
@@ -57,7 +58,7 @@ impl FakeRedis {
                 commands: Vec::new(),
                 master_writable: true,
                 master_hangs: false,
-                master_refused: false,
+                master_fails: None,
                 master_run_id: None,
                 min_replicas: 0,
             })),
@@ -179,12 +180,12 @@ impl RedisNode for FakeRedis {
         _port: u16,
         timeout: Duration,
     ) -> Result<MasterProbe, RedisError> {
-        let (hangs, refused) = {
+        let (hangs, fails) = {
             let s = self.lock();
-            (s.master_hangs, s.master_refused)
+            (s.master_hangs, s.master_fails.clone())
         };
-        if refused {
-            return Err(RedisError::Refused("connection refused".into()));
+        if let Some(e) = fails {
+            return Err(e);
         }
         if hangs {
             tokio::time::sleep(timeout).await;

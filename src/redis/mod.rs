@@ -14,6 +14,10 @@ pub enum RedisError {
     /// Connection refused: no process listens on the port.
     #[error("connection refused: {0}")]
     Refused(String),
+    /// Accepted, then closed (EOF or reset) before Redis answered a new connection: nothing
+    /// serves behind the address, as when a proxy's backend is gone.
+    #[error("hung up on connect: {0}")]
+    HungUp(String),
     /// Timed out, reset, TLS or auth failure: the process may be alive.
     #[error("unreachable: {0}")]
     Unreachable(String),
@@ -30,7 +34,9 @@ impl RedisError {
         match self {
             RedisError::Refused(_) => DownKind::Refused,
             RedisError::Auth(_) => DownKind::Unauthorized,
-            RedisError::Unreachable(_) | RedisError::Command(_) => DownKind::Unreachable,
+            RedisError::HungUp(_) | RedisError::Unreachable(_) | RedisError::Command(_) => {
+                DownKind::Unreachable
+            }
         }
     }
 }

@@ -156,7 +156,10 @@ impl Cluster {
             .args(&timing)
             .args(&node.extra_args)
             .env("SHARED_SECRET", &node.secret)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_AGENT_LOG").unwrap_or("info,openraft=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);

@@ -68,9 +68,10 @@ const FILLER: &str = "nemesis-filler";
 /// - `--lease` 2.5 s: a follower that knows a leader waits the leader lease (the maximum
 ///   election timeout) plus a random election timeout before it campaigns, so replacing a
 ///   lost Raft leader takes up to 4 x `--raft-election-timeout` (1.2 s), then a vote, a
-///   heartbeat round and a report; the lease must outlast that or losing the leader (e.g. an
-///   isolated witness) fences a healthy master. The agent's own check (2 x election timeout
-///   + probe) is weaker (`losing_the_witness_as_raft_leader_does_not_fence_the_master`).
+///   heartbeat round and a report; the lease must outlast that and the age of the master's
+///   contact when the leader is lost, or losing the leader (e.g. an isolated witness) fences
+///   a healthy master. The agent's own check says the same with no room for slow hosts
+///   (`losing_the_witness_as_raft_leader_does_not_fence_the_master` runs at it).
 /// - `--down-after` 3.5 s: the agent wants it at least four heartbeats above the lease.
 pub const TIMING: &[&str] = &[
     "--probe-interval=100ms",
