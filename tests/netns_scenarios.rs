@@ -55,7 +55,11 @@ async fn raft_leader(h: &Harness) -> Option<Site> {
 /// until the witness wins an election); the master's site.
 async fn witness_leads(h: &mut Harness) -> Site {
     let mut m = h.settled(SETTLE).await;
-    for attempt in 0..10 {
+    // Races lost by the witness; polls that find no leader yet do not count.
+    let mut lost = 0;
+    let mut polls = 0;
+    while lost < 20 && polls < 300 {
+        polls += 1;
         match raft_leader(h).await {
             Some(Site::C) => {
                 println!("master {}, raft leader site-c", m.name());
@@ -65,7 +69,7 @@ async fn witness_leads(h: &mut Harness) -> Site {
                 // openraft draws each node's election timeout once, at start: a witness that
                 // drew a long one loses every race, so after a lost race it restarts too (a
                 // follower's restart moves no leadership) and draws again.
-                if attempt > 0 {
+                if lost > 0 {
                     let witness = h.inject(Fault::KillAgent(Site::C)).await.expect("kill");
                     h.heal(witness).await.expect("restart");
                     h.settled(CONVERGE).await;
@@ -79,11 +83,12 @@ async fn witness_leads(h: &mut Harness) -> Site {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 h.heal(kill).await.expect("restart");
                 m = h.settled(CONVERGE).await;
+                lost += 1;
             }
             None => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-    panic!("the witness never became Raft leader");
+    panic!("the witness never became Raft leader: it lost {lost} races");
 }
 
 async fn finish_clean(h: &mut Harness, name: &str) -> Report {

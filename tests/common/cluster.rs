@@ -156,6 +156,7 @@ impl Cluster {
             .args(&timing)
             .args(&node.extra_args)
             .env("SHARED_SECRET", &node.secret)
+            // TEST_AGENT_LOG, e.g. `debug,openraft=info`, to see more of a failing test.
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_AGENT_LOG").unwrap_or("info,openraft=warn".into()),
