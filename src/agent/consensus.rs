@@ -111,10 +111,19 @@ impl RaftConsensus {
         let shared = clock.clone();
         tokio::spawn(async move {
             let mut last_look = looked_at;
+            let mut electing_or_leading = false;
             loop {
                 // Looking now and then, also when nothing changed, keeps the bound tight when
-                // metrics change rarely (a follower's), so a new leader's first published age
-                // is not taken for seconds old.
+                // metrics change rarely, so a new leader's first published age is not taken
+                // for seconds old. Only a leader's age is used, and a node becomes one through
+                // candidacy, which is a change: a follower need not look between changes.
+                let look = async {
+                    if electing_or_leading {
+                        tokio::time::sleep(QUORUM_CLOCK_LOOK).await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                };
                 let changed = tokio::select! {
                     changed = metrics.changed() => {
                         if changed.is_err() {
@@ -122,14 +131,18 @@ impl RaftConsensus {
                         }
                         true
                     }
-                    () = tokio::time::sleep(QUORUM_CLOCK_LOOK) => false,
+                    () = look => false,
                 };
                 let look = Instant::now();
                 if !changed && !metrics.has_changed().unwrap_or(false) {
                     last_look = look;
                     continue;
                 }
-                let age_ms = metrics.borrow_and_update().millis_since_quorum_ack;
+                let (age_ms, state) = {
+                    let m = metrics.borrow_and_update();
+                    (m.millis_since_quorum_ack, m.state)
+                };
+                electing_or_leading = matches!(state, ServerState::Leader | ServerState::Candidate);
                 *shared.lock().unwrap_or_else(|p| p.into_inner()) = QuorumClock {
                     age_ms,
                     published_after: last_look,
