@@ -182,6 +182,50 @@ async fn pause_blocks_writes_but_not_reads_until_unpause() {
     client.unpause().await.unwrap();
 }
 
+/// The write probe of a master: its run_id even while it holds writes, and whether it
+/// takes them; the held probe never delays the next one.
+#[tokio::test]
+async fn the_master_probe_reads_the_run_id_of_a_paused_master_and_sees_its_writes_held() {
+    let master = RedisServer::start();
+    let replica = RedisServer::start();
+    let master_client = client(master.config());
+    let replica_client = client(replica.config());
+    let run_id = probe(&master_client).await.run_id;
+    let probe_master = || async {
+        let started = Instant::now();
+        let found = replica_client
+            .probe_master("127.0.0.1", master.port(), Duration::from_millis(300))
+            .await
+            .expect("the master answers");
+        (found, started.elapsed())
+    };
+    let (found, _) = probe_master().await;
+    assert_eq!(found.run_id.as_deref(), Some(run_id.as_str()));
+    assert!(
+        found.accepts_writes,
+        "an unpaused master takes the probe's write"
+    );
+
+    master_client.pause_writes(LONG_PAUSE).await.unwrap();
+    for _ in 0..2 {
+        let (found, took) = probe_master().await;
+        assert_eq!(
+            found.run_id.as_deref(),
+            Some(run_id.as_str()),
+            "INFO is answered while writes are held"
+        );
+        assert!(
+            !found.accepts_writes,
+            "a paused master holds the probe's write"
+        );
+        assert!(took < PROMPT, "the probe ends at its timeout: {took:?}");
+    }
+
+    master_client.unpause().await.unwrap();
+    let (found, _) = probe_master().await;
+    assert!(found.accepts_writes, "writes taken again after the pause");
+}
+
 /// The fencing order from the design: demote while paused, then unpause, and
 /// the writes held by the pause are refused instead of acknowledged.
 #[tokio::test]

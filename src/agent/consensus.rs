@@ -52,6 +52,8 @@ pub trait Consensus: Send + Sync + 'static {
     /// The committed state as applied here.
     fn state(&self) -> ClusterState;
     fn subscribe(&self) -> watch::Receiver<ClusterState>;
+    /// Resolves once this node is Raft leader (at once if it is); never for a stopped core.
+    fn until_leader(&self) -> impl Future<Output = ()> + Send;
     /// Commit one command through the leader's log; `Err` when not committed.
     fn commit(
         &self,
@@ -193,6 +195,18 @@ impl Consensus for RaftConsensus {
         self.state_machine.subscribe()
     }
 
+    async fn until_leader(&self) {
+        let mut metrics = self.raft.metrics();
+        let leads = metrics
+            .wait_for(|m| m.state == ServerState::Leader)
+            .await
+            .is_ok();
+        // A core that stopped keeps its last metrics, which may say Leader.
+        if !leads || crate::consensus::core_failure(&self.raft).is_some() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     async fn commit(&self, command: Command) -> Result<CommandResponse, String> {
         self.raft
             .client_write(command)
@@ -277,6 +291,12 @@ impl Consensus for FakeConsensus {
 
     fn subscribe(&self) -> watch::Receiver<ClusterState> {
         self.state.subscribe()
+    }
+
+    async fn until_leader(&self) {
+        while !self.facts().is_leader() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     async fn commit(&self, command: Command) -> Result<CommandResponse, String> {

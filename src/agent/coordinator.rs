@@ -10,6 +10,9 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::consensus::{Consensus, RaftFacts};
+
+/// How often a follower's coordinator looks whether it leads, besides being woken when it does.
+const FOLLOWER_TICK: Duration = Duration::from_secs(1);
 use super::{Clock, lock, unix_millis};
 use crate::addr::node_id;
 use crate::decide::membership::accepts_report;
@@ -249,9 +252,14 @@ impl Coordinator {
     pub async fn run<C: Consensus>(self: Arc<Self>, consensus: Arc<C>, tick: Duration) {
         let mut next = tick;
         loop {
+            // A follower has nothing to decide: it wakes when it becomes leader, and now and
+            // then in case it missed that, rather than every tick.
+            let follower = !consensus.facts().is_leader();
+            let sleep = if follower { FOLLOWER_TICK } else { next };
             tokio::select! {
-                _ = tokio::time::sleep(next) => {}
+                _ = tokio::time::sleep(sleep) => {}
                 _ = self.decide_now.notified() => {}
+                _ = consensus.until_leader(), if follower => {}
             }
             let again = self.decide_once(consensus.as_ref()).await;
             next = again.map_or(tick, |d| d.min(tick));

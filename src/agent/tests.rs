@@ -18,6 +18,7 @@ use crate::model::{
 };
 use crate::redis::RedisError;
 use crate::redis::fake::FakeRedis;
+use openraft::ServerState;
 
 const PROBE: Duration = Duration::from_millis(200);
 const LEASE: Duration = Duration::from_secs(3);
@@ -705,6 +706,65 @@ async fn a_replica_detaches_from_a_vanished_master_before_a_report_to_a_silent_l
         Some(detached.as_str()),
         "detached within 5 ms of the next probe, not after the report times out: {:?}",
         redis.changes()
+    );
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_starts_coordinating_the_moment_it_becomes_leader() {
+    let (consensus, coordinator) = coordinator("c", cluster("a", "run-a"));
+    consensus.set_facts(|f| {
+        f.state = ServerState::Follower;
+        f.leader = Some(id("a"));
+        f.millis_since_quorum_ack = None;
+    });
+    let task = tokio::spawn(
+        coordinator
+            .clone()
+            .run(consensus.clone(), Duration::from_millis(100)),
+    );
+    tokio::time::sleep(Duration::from_millis(2_345)).await;
+    // a's host is lost with the Raft leader; c wins the election.
+    consensus.set_facts(|f| {
+        f.state = ServerState::Leader;
+        f.term = 2;
+        f.leader = Some(id("c"));
+        f.millis_since_quorum_ack = Some(0);
+    });
+    let elected = tokio::time::Instant::now();
+    let replica = RedisStatus {
+        run_id: "run-b".into(),
+        role: RedisRole::Replica,
+        master_addr: Some("a:6379".into()),
+        master_link_up: false,
+        repl_offset: 100,
+        keys: 1,
+        online_replicas: 0,
+    };
+    // b's first report reaches the new leader only a second later.
+    for at in [1_000, 2_000, 3_000] {
+        tokio::time::sleep_until(elected + Duration::from_millis(at)).await;
+        coordinator
+            .handle_report(
+                &consensus.facts(),
+                &consensus.state(),
+                report_of("b", Some(replica.clone())),
+            )
+            .expect("a member's report");
+    }
+    // A new leader that has not heard the master waits max(lease, lease + (down-after −
+    // lease)/2 − election timeout) = 3.5 s from its election.
+    tokio::time::sleep_until(elected + Duration::from_millis(3_450)).await;
+    assert_eq!(
+        consensus.state().epoch,
+        1,
+        "not before the new leader's wait"
+    );
+    tokio::time::sleep_until(elected + Duration::from_millis(3_550)).await;
+    assert_eq!(
+        consensus.state().master,
+        Some(id("b")),
+        "failed over 3.5 s after the election, not counted from the first report"
     );
     task.abort();
 }

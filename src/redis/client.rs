@@ -347,33 +347,32 @@ impl RedisNode for RedisClient {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut info = redis::cmd("INFO");
         info.arg("server");
-        let run_id =
-            match tokio::time::timeout_at(deadline, master.run::<String>("INFO", &info)).await {
-                Ok(Ok(text)) => text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("run_id:"))
-                    .map(|id| id.trim().to_string()),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    master.forget_current().await;
-                    return Ok(MasterProbe {
-                        run_id: None,
-                        accepts_writes: false,
-                    });
-                }
-            };
         let mut publish = redis::cmd("PUBLISH");
         publish.arg(WRITE_PROBE_CHANNEL).arg("probe");
-        let accepts_writes =
-            match tokio::time::timeout_at(deadline, master.run::<i64>("PUBLISH", &publish)).await {
-                Ok(Ok(_)) => true,
-                Ok(Err(RedisError::Command(_))) => false,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    master.forget_current().await;
-                    false
-                }
-            };
+        // Both go out at once on the one connection: Redis answers in order, so the answers
+        // come in one read, and a paused master's held PUBLISH does not delay the INFO.
+        let (info, published) = tokio::join!(
+            tokio::time::timeout_at(deadline, master.run::<String>("INFO", &info)),
+            tokio::time::timeout_at(deadline, master.run::<i64>("PUBLISH", &publish)),
+        );
+        let run_id = match info {
+            Ok(Ok(text)) => text
+                .lines()
+                .find_map(|l| l.strip_prefix("run_id:"))
+                .map(|id| id.trim().to_string()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => None,
+        };
+        let accepts_writes = match published {
+            Ok(Ok(_)) => true,
+            Ok(Err(RedisError::Command(_))) => false,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => false,
+        };
+        if run_id.is_none() || !accepts_writes {
+            // A command still held on the connection (paused) would delay every later one.
+            master.forget_current().await;
+        }
         Ok(MasterProbe {
             run_id,
             accepts_writes,
