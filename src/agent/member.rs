@@ -315,13 +315,12 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
         // The write probe of a hung master and a report to a leader that is gone each wait
         // for their timeout; a commit meanwhile (e.g. this node's promotion) makes both moot,
         // so it cuts them short and the cycle acts on the new state at once.
-        let probed = tokio::select! {
-            () = self.probe_master_writes(&state) => true,
-            _ = committed.changed() => false,
+        let mut cut_short = tokio::select! {
+            () = self.probe_master_writes(&state) => false,
+            _ = committed.changed() => true,
         };
         let mut reported = None;
-        let mut state = state;
-        if probed {
+        if !cut_short {
             // A master process that exited or was replaced is detached from before the
             // report: that may wait out its timeout on a leader that is gone (often the
             // master's own agent), and meanwhile the local Redis reconnects (within a
@@ -330,22 +329,20 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
                 self.reconcile(&state).await;
             }
             if report_due || self.observation_changed() {
-                let acked = tokio::select! {
-                    acked = self.report(&state) => Some(acked),
-                    _ = committed.changed() => None,
-                };
-                reported = Some(acked.unwrap_or(false));
-                if acked.is_none() {
-                    debug!("a commit arrived while reporting; acting on it now");
-                    state = self.consensus.state();
+                tokio::select! {
+                    acked = self.report(&state) => reported = Some(acked),
+                    _ = committed.changed() => cut_short = true,
                 }
             }
-        } else {
-            debug!("a commit arrived while probing the master; acting on it now");
+        }
+        let state = if cut_short {
+            debug!("a commit arrived while probing the master or reporting; acting on it now");
             // A report cut short counts as not acknowledged, so the next cycle sends one.
             reported = Some(false);
-            state = self.consensus.state();
-        }
+            self.consensus.state()
+        } else {
+            state
+        };
         self.reconcile(&state).await;
         // A role change or fence just made is news the coordinator (and every Sentinel
         // view) needs now, not at the next keep-alive.

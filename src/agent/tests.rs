@@ -732,15 +732,7 @@ async fn a_follower_starts_coordinating_the_moment_it_becomes_leader() {
         f.millis_since_quorum_ack = Some(0);
     });
     let elected = tokio::time::Instant::now();
-    let replica = RedisStatus {
-        run_id: "run-b".into(),
-        role: RedisRole::Replica,
-        master_addr: Some("a:6379".into()),
-        master_link_up: false,
-        repl_offset: 100,
-        keys: 1,
-        online_replicas: 0,
-    };
+    let replica = status("run-b", RedisRole::Replica, Some("a:6379"));
     // b's first report reaches the new leader only a second later.
     for at in [1_000, 2_000, 3_000] {
         tokio::time::sleep_until(elected + Duration::from_millis(at)).await;
@@ -769,6 +761,19 @@ async fn a_follower_starts_coordinating_the_moment_it_becomes_leader() {
     task.abort();
 }
 
+/// A Redis with one key at offset 100 and its replication link down.
+fn status(run_id: &str, role: RedisRole, master_addr: Option<&str>) -> RedisStatus {
+    RedisStatus {
+        run_id: run_id.into(),
+        role,
+        master_addr: master_addr.map(str::to_string),
+        master_link_up: false,
+        repl_offset: 100,
+        keys: 1,
+        online_replicas: 0,
+    }
+}
+
 fn report_of(name: &str, redis: Option<RedisStatus>) -> NodeReport {
     let kind = if redis.is_some() {
         MemberKind::Data
@@ -788,15 +793,6 @@ fn report_of(name: &str, redis: Option<RedisStatus>) -> NodeReport {
 #[tokio::test(start_paused = true)]
 async fn the_coordinator_fails_a_silent_master_over_when_its_silence_reaches_down_after() {
     let (consensus, coordinator) = coordinator("c", cluster("a", "run-a"));
-    let status = |run_id: &str, role, master_addr: Option<&str>| RedisStatus {
-        run_id: run_id.into(),
-        role,
-        master_addr: master_addr.map(str::to_string),
-        master_link_up: false,
-        repl_offset: 100,
-        keys: 1,
-        online_replicas: 0,
-    };
     let hear = |report: NodeReport| {
         coordinator
             .handle_report(&consensus.facts(), &consensus.state(), report)
