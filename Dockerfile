@@ -6,8 +6,11 @@
 # crate registry and compiled dependencies between builds.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+# build.rs sets the link options (stripping, the profile-driven function order in
+# symbol-order.txt); bench/ is a member of the workspace, so cargo needs its manifest.
+COPY Cargo.toml Cargo.lock build.rs symbol-order.txt ./
 COPY src ./src
+COPY bench ./bench
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin redis-orchestrator \

@@ -79,6 +79,15 @@ fn builder(timeout: Option<Duration>) -> reqwest::ClientBuilder {
     }
 }
 
+/// TLS settings for the plain-HTTP client, which never speaks HTTPS: without them reqwest
+/// would load and keep the whole system certificate store (~20 M instructions at every
+/// start, and the parsed roots stay on the heap of an idle agent).
+fn no_trusted_roots() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+}
+
 /// Signs and sends requests; clones share the connection pool and the rejection log.
 #[derive(Clone)]
 pub struct SignedClient {
@@ -93,7 +102,11 @@ impl SignedClient {
     /// rustls crypto provider installed first (reqwest is built without one).
     pub fn new(secret: Option<&[u8]>, timeout: Option<Duration>) -> Result<Self, reqwest::Error> {
         Ok(SignedClient {
-            transport: Transport::Plain(builder(timeout).build()?),
+            transport: Transport::Plain(
+                builder(timeout)
+                    .tls_backend_preconfigured(no_trusted_roots())
+                    .build()?,
+            ),
             secret: secret.map(Arc::from),
             rejected_by: Arc::default(),
         })

@@ -1204,3 +1204,97 @@ fn the_image_is_the_one_the_dockerfile_builds() {
         "deploy/README.md builds {image}"
     );
 }
+
+/// The build stage's `COPY` sources, in order.
+fn build_stage_copies(dockerfile: &str) -> Vec<String> {
+    let build_stage = dockerfile
+        .split("\nFROM ")
+        .nth(1)
+        .expect("a build stage after the first FROM");
+    build_stage
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+        .flat_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let sources = words.len().saturating_sub(1);
+            words[..sources]
+                .iter()
+                .map(|w| w.to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn the_image_build_copies_every_file_cargo_reads() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(repo.join("Dockerfile")).expect("Dockerfile");
+    let copied = build_stage_copies(&dockerfile);
+    // build.rs sets the link options and reads the order file; without them the image's
+    // binary would build, silently unstripped and unordered.
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "symbol-order.txt",
+        "src",
+    ] {
+        assert!(
+            copied.iter().any(|c| c == needed),
+            "the Dockerfile's build stage copies {needed}: {copied:?}"
+        );
+    }
+    // A workspace whose member is missing does not build at all.
+    let manifest = std::fs::read_to_string(repo.join("Cargo.toml")).expect("Cargo.toml");
+    let members: Vec<&str> = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("members = ["))
+        .expect("a workspace members line")
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .collect();
+    assert!(members.contains(&"bench"), "members parsed: {members:?}");
+    for member in members.iter().filter(|m| **m != ".") {
+        assert!(
+            copied.iter().any(|c| c == *member),
+            "the Dockerfile's build stage copies workspace member {member}: {copied:?}"
+        );
+    }
+    // And cargo takes the copied tree as it is, with the lock file as committed.
+    let context = tempfile::tempdir().expect("tempdir");
+    for source in &copied {
+        let from = repo.join(source);
+        let to = context.path().join(source);
+        copy_tree(&from, &to);
+    }
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--locked",
+            "--offline",
+            "--no-deps",
+            "--format-version=1",
+        ])
+        .current_dir(context.path())
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        out.status.success(),
+        "cargo reads the image's build context: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read_dir") {
+            let entry = entry.expect("dir entry");
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    }
+}
