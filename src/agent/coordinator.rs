@@ -10,15 +10,21 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::consensus::{Consensus, RaftFacts};
-
-/// How often a follower's coordinator looks whether it leads, besides being woken when it does.
-const FOLLOWER_TICK: Duration = Duration::from_secs(1);
 use super::{Clock, lock, unix_millis};
 use crate::addr::node_id;
 use crate::decide::membership::accepts_report;
 use crate::decide::{Policy, ReceivedReport, Reports, decide};
 use crate::metrics::{Metrics, PeerLabel};
 use crate::model::{ClusterState, Command, CommandResponse, Millis, NodeId, NodeReport, ReportAck};
+
+/// The longest the coordinator goes without looking, whatever it was told: a follower
+/// whether it leads, a leader at a change nothing woke it for (a Raft membership change
+/// made without a commit being applied yet, a leadership lost and won back).
+const BACKSTOP: Duration = Duration::from_secs(1);
+
+/// How soon a decision whose command was not committed is tried again: soon, but not in a
+/// loop (a rejection repeats on the same state).
+const COMMIT_RETRY: Duration = Duration::from_millis(100);
 
 /// What the coordinator has heard since it became leader.
 #[derive(Default)]
@@ -143,9 +149,11 @@ impl Coordinator {
         })
     }
 
-    /// Forget a removed member's report, so it cannot register it again.
+    /// Forget a removed member's report, so it cannot register it again; without it the
+    /// decision may differ (a first election no longer waits for it).
     pub(super) fn forget(&self, id: NodeId) {
         lock(&self.heard).reports.remove(&id);
+        self.decide_now.notify_one();
     }
 
     /// The coordinator's view for one decision, or `None` when this node is not leader.
@@ -193,8 +201,10 @@ impl Coordinator {
         Some((reports, state))
     }
 
-    /// One decision over one snapshot; commits what it returns, in order. Returns how soon
-    /// the same reports may decide otherwise, if they may.
+    /// One decision over one snapshot; commits what it returns, in order. Returns when to
+    /// decide again at the latest, if time alone may change the decision (`None` also when
+    /// this node does not lead). A committed command wakes the loop through the state it
+    /// changed.
     pub async fn decide_once<C: Consensus>(&self, consensus: &C) -> Option<Duration> {
         let _turn = self.turn.lock().await;
         let (reports, state) = self.snapshot(&consensus.facts(), consensus.state())?;
@@ -235,34 +245,43 @@ impl Coordinator {
                 }
                 Ok(CommandResponse::Rejected(why)) => {
                     warn!(?command, %why, "state machine rejected command");
-                    break;
+                    return Some(COMMIT_RETRY);
                 }
                 Err(e) => {
                     warn!(error = %e, ?command, "could not commit");
-                    break;
+                    return Some(COMMIT_RETRY);
                 }
             }
         }
-        None
+        decide_again
     }
 
-    /// Decide every `tick`, at once when a report arrives, and at the moment a decision
-    /// said the same reports would decide otherwise (a silent master's bound), so a
-    /// failover is not a tick late.
-    pub async fn run<C: Consensus>(self: Arc<Self>, consensus: Arc<C>, tick: Duration) {
-        let mut next = tick;
+    /// Decide only when the inputs may have changed: at once on a report, an applied commit
+    /// (own, an operator's, a membership change) or a new leadership, and at the moment a
+    /// decision said time alone would change it (a report going stale, a silence reaching
+    /// its bound), so an idle leader sleeps and a failover is not late. Never longer than
+    /// [`BACKSTOP`] without a look.
+    pub async fn run<C: Consensus>(self: Arc<Self>, consensus: Arc<C>) {
+        let mut committed = consensus.subscribe();
+        let mut watching = true;
+        let mut next = BACKSTOP;
         loop {
-            // A follower has nothing to decide: it wakes when it becomes leader, and now and
-            // then in case it missed that, rather than every tick.
+            // A follower has nothing to decide: it wakes when it becomes leader.
             let follower = !consensus.facts().is_leader();
-            let sleep = if follower { FOLLOWER_TICK } else { next };
+            let sleep = if follower { BACKSTOP } else { next };
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.decide_now.notified() => {}
                 _ = consensus.until_leader(), if follower => {}
+                changed = committed.changed(), if watching && !follower => {
+                    // A state machine that is gone publishes nothing more.
+                    watching = changed.is_ok();
+                }
             }
+            // Commits from here on are news to the next decision.
+            committed.mark_unchanged();
             let again = self.decide_once(consensus.as_ref()).await;
-            next = again.map_or(tick, |d| d.min(tick));
+            next = again.map_or(BACKSTOP, |d| d.min(BACKSTOP));
         }
     }
 }

@@ -261,11 +261,7 @@ impl Agent {
             clock: self.clock,
         };
         tokio::spawn(member.run());
-        tokio::spawn(
-            self.coordinator
-                .clone()
-                .run(self.consensus.clone(), s.probe_interval / 2),
-        );
+        tokio::spawn(self.coordinator.clone().run(self.consensus.clone()));
         if let Some(listener) = sentinel_listener {
             let feed = feeds::SentinelFeed::new(s);
             let first = feed.view(

@@ -718,11 +718,7 @@ async fn a_follower_starts_coordinating_the_moment_it_becomes_leader() {
         f.leader = Some(id("a"));
         f.millis_since_quorum_ack = None;
     });
-    let task = tokio::spawn(
-        coordinator
-            .clone()
-            .run(consensus.clone(), Duration::from_millis(100)),
-    );
+    let task = tokio::spawn(coordinator.clone().run(consensus.clone()));
     tokio::time::sleep(Duration::from_millis(2_345)).await;
     // a's host is lost with the Raft leader; c wins the election.
     consensus.set_facts(|f| {
@@ -803,12 +799,7 @@ async fn the_coordinator_fails_a_silent_master_over_when_its_silence_reaches_dow
         Some(status("run-a", RedisRole::Master, None)),
     ));
     hear(report_of("c", None));
-    // A tick that does not divide down_after: at a tick the failover would come 200 ms late.
-    let task = tokio::spawn(
-        coordinator
-            .clone()
-            .run(consensus.clone(), Duration::from_millis(400)),
-    );
+    let task = tokio::spawn(coordinator.clone().run(consensus.clone()));
     let start = tokio::time::Instant::now();
     // b keeps reporting (its link to a is down), never on the moment a's silence runs out.
     for at in [700, 1_700, 2_700, 3_700, 4_700] {
@@ -825,7 +816,158 @@ async fn the_coordinator_fails_a_silent_master_over_when_its_silence_reaches_dow
     assert_eq!(
         consensus.state().master,
         Some(id("b")),
-        "failed over within 1 ms of the 5 s of silence, not at the next tick (5.2 s)"
+        "failed over within 1 ms of the 5 s of silence, not at the next look"
+    );
+    task.abort();
+}
+
+/// A fake consensus that counts reads of the committed state: the coordinator reads it
+/// once per decision.
+struct Counting {
+    inner: Arc<FakeConsensus>,
+    states: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting {
+    fn decisions(&self) -> usize {
+        self.states.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Consensus for Counting {
+    fn facts(&self) -> super::consensus::RaftFacts {
+        self.inner.facts()
+    }
+
+    fn state(&self) -> ClusterState {
+        self.states
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.state()
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<ClusterState> {
+        self.inner.subscribe()
+    }
+
+    async fn until_leader(&self) {
+        self.inner.until_leader().await;
+    }
+
+    async fn commit(
+        &self,
+        command: crate::model::Command,
+    ) -> Result<crate::model::CommandResponse, String> {
+        self.inner.commit(command).await
+    }
+
+    async fn add_node(&self, id: NodeId, addr: String, voter: bool) -> Result<(), String> {
+        self.inner.add_node(id, addr, voter).await
+    }
+
+    async fn remove_voter(&self, id: NodeId) -> Result<(), String> {
+        self.inner.remove_voter(id).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_leader_decides_only_on_news_yet_fails_a_silent_master_over_at_its_bound() {
+    let (consensus, coordinator) = coordinator("c", cluster("a", "run-a"));
+    let counting = Arc::new(Counting {
+        inner: consensus.clone(),
+        states: Default::default(),
+    });
+    let hear = |report: NodeReport| {
+        coordinator
+            .handle_report(&consensus.facts(), &consensus.state(), report)
+            .expect("a member's report");
+    };
+    let master = || report_of("a", Some(status("run-a", RedisRole::Master, None)));
+    let replica = || {
+        report_of(
+            "b",
+            Some(status("run-b", RedisRole::Replica, Some("a:6379"))),
+        )
+    };
+    hear(master());
+    hear(replica());
+    hear(report_of("c", None));
+    let task = tokio::spawn(coordinator.clone().run(counting.clone()));
+    let start = tokio::time::Instant::now();
+    // Ten idle seconds: every member sends the same keep-alive once a second.
+    for second in 0..10 {
+        for (offset, report) in [(0, master()), (300, replica()), (600, report_of("c", None))] {
+            tokio::time::sleep_until(start + Duration::from_millis(second * 1_000 + offset)).await;
+            hear(report);
+        }
+    }
+    tokio::time::sleep_until(start + Duration::from_millis(10_000)).await;
+    let idle = counting.decisions();
+    assert!(
+        idle <= 35,
+        "{idle} decisions in 10 idle seconds: one per report (30) and hardly any more, \
+         not one every half probe (50 more)"
+    );
+    assert_eq!(
+        consensus.state().epoch,
+        1,
+        "nothing to change while healthy"
+    );
+    // a's agent falls silent after its report at 9 s; b and c go on, never on its bound.
+    let silent_from = start + Duration::from_millis(9_000);
+    for at in [10_300, 11_300, 12_300, 13_300] {
+        tokio::time::sleep_until(start + Duration::from_millis(at)).await;
+        hear(replica());
+        hear(report_of("c", None));
+    }
+    tokio::time::sleep_until(silent_from + DOWN_AFTER - Duration::from_millis(1)).await;
+    assert_eq!(consensus.state().epoch, 1, "not before 5 s of silence");
+    tokio::time::sleep_until(silent_from + DOWN_AFTER + Duration::from_millis(1)).await;
+    assert_eq!(
+        consensus.state().master,
+        Some(id("b")),
+        "failed over within 1 ms of a's silence reaching down_after, not at the next look"
+    );
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_wakes_the_leader_as_a_report_does() {
+    let mut paused = cluster("a", "run-a");
+    paused.paused = true;
+    let (consensus, coordinator) = coordinator("c", paused);
+    let hear = |report: NodeReport| {
+        coordinator
+            .handle_report(&consensus.facts(), &consensus.state(), report)
+            .expect("a member's report");
+    };
+    let replica = || {
+        report_of(
+            "b",
+            Some(status("run-b", RedisRole::Replica, Some("a:6379"))),
+        )
+    };
+    hear(report_of(
+        "a",
+        Some(status("run-a", RedisRole::Master, None)),
+    ));
+    let task = tokio::spawn(coordinator.clone().run(consensus.clone()));
+    let start = tokio::time::Instant::now();
+    // a falls silent during maintenance; b and c report at 5.5 s, so a paused cluster's
+    // coordinator, with no bound to wait for, would look next at 6.5 s.
+    tokio::time::sleep_until(start + Duration::from_millis(5_500)).await;
+    hear(replica());
+    hear(report_of("c", None));
+    tokio::time::sleep_until(start + Duration::from_millis(6_000)).await;
+    assert_eq!(consensus.state().epoch, 1, "no failover while paused");
+    coordinator
+        .set_paused(consensus.as_ref(), false)
+        .await
+        .expect("resumed");
+    tokio::time::sleep_until(start + Duration::from_millis(6_001)).await;
+    assert_eq!(
+        consensus.state().master,
+        Some(id("b")),
+        "the resume's commit woke the coordinator: failed over at once, not at its next look"
     );
     task.abort();
 }

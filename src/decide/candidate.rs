@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use super::{Policy, Reports, is_fresh};
+use super::{Moment, Policy, Reports};
 use crate::model::{
     ClusterState, Member, MemberKind, Millis, NodeId, RedisHealth, RedisRole, RedisStatus,
 };
@@ -59,7 +59,7 @@ impl<'a> Field<'a> {
         state: &'a ClusterState,
         reports: &'a Reports,
         policy: &Policy,
-        now: Millis,
+        now: &Moment,
         exclude: Option<NodeId>,
     ) -> Field<'a> {
         let mut field = Field::default();
@@ -112,7 +112,7 @@ fn eligible_status<'a>(
     member: &Member,
     reports: &'a Reports,
     policy: &Policy,
-    now: Millis,
+    now: &Moment,
 ) -> Result<&'a RedisStatus, Refusal> {
     if !member.can_be_master() {
         return Err(if member.kind == MemberKind::Witness {
@@ -124,7 +124,7 @@ fn eligible_status<'a>(
         });
     }
     let received = reports.latest.get(&id).ok_or(Refusal::NoReport)?;
-    if !is_fresh(received, policy, now) {
+    if !now.fresh(received, policy) {
         return Err(Refusal::Stale(now.since(received.received_at)));
     }
     match &received.report.redis {

@@ -9,6 +9,7 @@ mod switchover;
 #[cfg(test)]
 mod tests;
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{
@@ -66,9 +67,54 @@ pub struct Decision {
     pub reason: String,
     /// When the failure (or switchover) that a `SetMaster` answers began, for metrics.
     pub failing_since: Option<Millis>,
-    /// When the same reports may decide otherwise (a silent master's silence reaches its
-    /// bound): the coordinator decides again then, not at its next tick.
+    /// The earliest moment at which the same state and reports may decide otherwise (a
+    /// report going stale, a silence or wait reaching its bound, a switchover timing out):
+    /// the coordinator decides again then. `None`: only new reports or commits can change
+    /// this decision.
     pub decide_again_at: Option<Millis>,
+}
+
+/// The decision's `now`. Every rule asks it whether a bound has come, and it keeps the
+/// earliest bound not yet come: until then every such question gets the same answer, so the
+/// same inputs decide the same commands. That makes `decide_again_at` complete by
+/// construction, as long as no rule branches on `now` itself (only reasons print it).
+pub(crate) struct Moment {
+    now: Millis,
+    next_change: Cell<Option<Millis>>,
+}
+
+impl Moment {
+    pub(crate) fn new(now: Millis) -> Moment {
+        Moment {
+            now,
+            next_change: Cell::new(None),
+        }
+    }
+
+    /// Whether `at` has come; if not, the answer changes at `at`.
+    pub(crate) fn reached(&self, at: Millis) -> bool {
+        if self.now >= at {
+            return true;
+        }
+        let earliest = self.next_change.get().map_or(at, |next| next.min(at));
+        self.next_change.set(Some(earliest));
+        false
+    }
+
+    /// Whether `received` still counts (see [`is_fresh`]).
+    pub(crate) fn fresh(&self, received: &ReceivedReport, policy: &Policy) -> bool {
+        !self.reached(fresh_until(received, policy))
+    }
+
+    /// How long ago `earlier` was, for reasons only.
+    pub(crate) fn since(&self, earlier: Millis) -> Millis {
+        self.now.since(earlier)
+    }
+
+    /// The earliest bound asked about that has not come yet.
+    pub(crate) fn next_change(&self) -> Option<Millis> {
+        self.next_change.get()
+    }
 }
 
 /// Decide what to commit next.
@@ -76,6 +122,7 @@ pub struct Decision {
 /// Registrations come first and are applied to a private copy of the state, so a
 /// member that just reported can be elected in the same call.
 pub fn decide(state: &ClusterState, reports: &Reports, policy: &Policy, now: Millis) -> Decision {
+    let now = Moment::new(now);
     let registrations = registrations(state, reports);
     let mut working = state.clone();
     for command in &registrations {
@@ -85,8 +132,8 @@ pub fn decide(state: &ClusterState, reports: &Reports, policy: &Policy, now: Mil
         _ if working.paused => {
             Outcome::wait("paused for maintenance: no automatic failover".to_string())
         }
-        None => first_election(&working, reports, policy, now),
-        Some(master) => watch_master(&working, reports, policy, now, master),
+        None => first_election(&working, reports, policy, &now),
+        Some(master) => watch_master(&working, reports, policy, &now, master),
     };
     let reason = if registrations.is_empty() {
         outcome.reason
@@ -106,14 +153,19 @@ pub fn decide(state: &ClusterState, reports: &Reports, policy: &Policy, now: Mil
         commands,
         reason,
         failing_since: outcome.failing_since,
-        decide_again_at: outcome.decide_again_at,
+        decide_again_at: now.next_change(),
     }
 }
 
 /// A report counts only while younger than `down_after`: older ones describe a node
 /// we may already have to treat as gone.
 pub fn is_fresh(received: &ReceivedReport, policy: &Policy, now: Millis) -> bool {
-    now.since(received.received_at) < policy.down_after
+    now < fresh_until(received, policy)
+}
+
+/// When `received` stops counting.
+fn fresh_until(received: &ReceivedReport, policy: &Policy) -> Millis {
+    Millis(received.received_at.0.saturating_add(policy.down_after.0))
 }
 
 /// What one branch of the decision wants to commit, if anything, and why.
@@ -121,7 +173,6 @@ struct Outcome {
     command: Option<Command>,
     reason: String,
     failing_since: Option<Millis>,
-    decide_again_at: Option<Millis>,
 }
 
 impl Outcome {
@@ -130,7 +181,6 @@ impl Outcome {
             command: None,
             reason,
             failing_since: None,
-            decide_again_at: None,
         }
     }
 
@@ -139,7 +189,6 @@ impl Outcome {
             command: Some(command),
             reason,
             failing_since,
-            decide_again_at: None,
         }
     }
 }
@@ -184,7 +233,7 @@ fn first_election(
     state: &ClusterState,
     reports: &Reports,
     policy: &Policy,
-    now: Millis,
+    now: &Moment,
 ) -> Outcome {
     let mut missing: Vec<String> = reports
         .voters
@@ -193,8 +242,9 @@ fn first_election(
         .map(|&id| display_name(state, id))
         .collect();
     missing.sort();
-    let leading_for = now.since(reports.leader_since);
-    if !missing.is_empty() && leading_for < policy.down_after {
+    let waited_enough = Millis(reports.leader_since.0.saturating_add(policy.down_after.0));
+    if !missing.is_empty() && !now.reached(waited_enough) {
+        let leading_for = now.since(reports.leader_since);
         return Outcome::wait(format!(
             "first election waits for {} of {} members to report ({}), at most {} ms more",
             missing.len(),
@@ -237,7 +287,7 @@ fn watch_master(
     state: &ClusterState,
     reports: &Reports,
     policy: &Policy,
-    now: Millis,
+    now: &Moment,
     master: NodeId,
 ) -> Outcome {
     let Some(member) = state.members.get(&master) else {
@@ -245,16 +295,13 @@ fn watch_master(
             "committed master node {master} is not a registered member; nothing to decide"
         ));
     };
-    let kept = |reason: String, decide_again_at: Option<Millis>| match &state.switchover {
-        Some(sw) => switchover::progress(state, reports, policy, now, sw),
-        None => Outcome {
-            decide_again_at,
-            ..Outcome::wait(reason)
-        },
-    };
     let (cause, failing_since) = match judge_master(state, reports, policy, now, master, member) {
-        Verdict::Kept(reason) => return kept(reason, None),
-        Verdict::KeptUntil(reason, at) => return kept(reason, Some(at)),
+        Verdict::Kept(reason) => {
+            return match &state.switchover {
+                Some(sw) => switchover::progress(state, reports, policy, now, sw),
+                None => Outcome::wait(reason),
+            };
+        }
         Verdict::Failed(cause, since) => (cause, since),
     };
 
@@ -298,8 +345,6 @@ fn watch_master(
 /// when the failure began by the coordinator's clock).
 enum Verdict {
     Kept(String),
-    /// Kept, but failed at the given time unless a report comes first.
-    KeptUntil(String, Millis),
     Failed(String, Millis),
 }
 
@@ -307,7 +352,7 @@ fn judge_master(
     state: &ClusterState,
     reports: &Reports,
     policy: &Policy,
-    now: Millis,
+    now: &Moment,
     master: NodeId,
     member: &Member,
 ) -> Verdict {
@@ -315,8 +360,10 @@ fn judge_master(
     let latest = reports.latest.get(&master);
 
     // The master's agent is talking to us: trust what it says about its Redis.
-    if let Some(received) = latest.filter(|r| is_fresh(r, policy, now)) {
-        let verdict = match &received.report.redis {
+    // Kept on its report only while that is fresh (the moment records when it goes stale):
+    // then its silence counts.
+    if let Some(received) = latest.filter(|r| now.fresh(r, policy)) {
+        return match &received.report.redis {
             Some(RedisHealth::Up(status))
                 if state.master_run_id.as_deref() != Some(status.run_id.as_str()) =>
             {
@@ -384,12 +431,6 @@ fn judge_master(
             }
             None => Verdict::Kept(format!("master {name} reports no redis status; keeping it")),
         };
-        // Kept on this report only while it is fresh: then its silence counts.
-        let stale_at = Millis(received.received_at.0.saturating_add(policy.down_after.0));
-        return match verdict {
-            Verdict::Kept(reason) => Verdict::KeptUntil(reason, stale_at),
-            other => other,
-        };
     }
 
     // A coordinator that has heard the master's agent counts its silence from that report.
@@ -403,14 +444,11 @@ fn judge_master(
         None => (reports.leader_since, new_leader_wait(policy)),
     };
     let silent = now.since(last_contact);
-    if silent < needed {
-        return Verdict::KeptUntil(
-            format!(
-                "master {name} silent for {} ms; failover at {} ms",
-                silent.0, needed.0
-            ),
-            Millis(last_contact.0.saturating_add(needed.0)),
-        );
+    if !now.reached(Millis(last_contact.0.saturating_add(needed.0))) {
+        return Verdict::Kept(format!(
+            "master {name} silent for {} ms; failover at {} ms",
+            silent.0, needed.0
+        ));
     }
     let links = live_links_to(state, reports, policy, now, master, member);
     if let Some((replica, _)) = links.iter().find(|(_, writes)| *writes != Some(false)) {
@@ -466,7 +504,7 @@ fn live_links_to<'a>(
     state: &'a ClusterState,
     reports: &Reports,
     policy: &Policy,
-    now: Millis,
+    now: &Moment,
     master: NodeId,
     member: &Member,
 ) -> Vec<(&'a str, Option<bool>)> {
@@ -478,10 +516,7 @@ fn live_links_to<'a>(
         .iter()
         .filter(|(id, m)| **id != master && m.kind == MemberKind::Data)
         .filter_map(|(id, m)| {
-            let received = reports
-                .latest
-                .get(id)
-                .filter(|r| is_fresh(r, policy, now))?;
+            let received = reports.latest.get(id).filter(|r| now.fresh(r, policy))?;
             let status = received.report.redis.as_ref()?.status()?;
             let sees = status.role == RedisRole::Replica
                 && status.master_link_up

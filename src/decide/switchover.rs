@@ -10,7 +10,7 @@
 //! paused), which adds half a second of write pause on average.
 
 use super::candidate::{Candidate, Field, failover_order};
-use super::{Outcome, Policy, Reports, candidate_offsets, is_fresh};
+use super::{Moment, Outcome, Policy, Reports, candidate_offsets};
 use crate::addr::same_redis_addr;
 use crate::model::{
     ClusterState, Command, Member, MemberKind, Millis, NodeId, RedisRole, RedisStatus, Switchover,
@@ -32,13 +32,13 @@ pub enum SwitchoverRefusal {
 fn fresh_status<'a>(
     reports: &'a Reports,
     policy: &Policy,
-    now: Millis,
+    now: &Moment,
     id: NodeId,
 ) -> Option<&'a RedisStatus> {
     reports
         .latest
         .get(&id)
-        .filter(|r| is_fresh(r, policy, now))
+        .filter(|r| now.fresh(r, policy))
         .and_then(|r| r.report.redis.as_ref())
         .and_then(|h| h.status())
 }
@@ -93,6 +93,8 @@ pub fn plan_switchover(
     to: Option<&str>,
 ) -> Result<Command, SwitchoverRefusal> {
     use SwitchoverRefusal::{Conflict, Invalid};
+    // A request is answered once; when it would be answered otherwise does not matter.
+    let now = &Moment::new(now);
     if state.paused {
         return Err(Conflict(
             "the cluster is paused for maintenance; resume it first".into(),
@@ -171,14 +173,19 @@ pub(super) fn progress(
     state: &ClusterState,
     reports: &Reports,
     policy: &Policy,
-    now: Millis,
+    now: &Moment,
     sw: &Switchover,
 ) -> Outcome {
     let (from, to) = (state.member_name(sw.from), state.member_name(sw.to));
     let elapsed = reports
         .switchover_since
         .map_or(Millis(0), |since| now.since(since));
-    if elapsed >= policy.switchover_timeout {
+    // Without a start (the coordinator always records one) the switchover never times out.
+    let timed_out = match reports.switchover_since {
+        Some(since) => now.reached(Millis(since.0.saturating_add(policy.switchover_timeout.0))),
+        None => policy.switchover_timeout == Millis(0),
+    };
+    if timed_out {
         let reason = format!(
             "switchover to {to} did not complete in {} ms; {from} stays master",
             elapsed.0
@@ -195,7 +202,7 @@ pub(super) fn progress(
     let paused_master = reports
         .latest
         .get(&sw.from)
-        .filter(|r| is_fresh(r, policy, now) && r.report.handover_paused)
+        .filter(|r| now.fresh(r, policy) && r.report.handover_paused)
         .and_then(|r| r.report.redis.as_ref())
         .and_then(|h| h.status())
         .filter(|s| s.role == RedisRole::Master);

@@ -1085,3 +1085,277 @@ fn master_dying_during_a_switchover_fails_over_normally() {
     let d = s.decide();
     assert_eq!(elected(&d), Some((id("b"), 8)), "{}", d.reason);
 }
+
+// === when the same inputs decide otherwise ===
+
+/// a is master and last reported at `a_at`; b is a fresh replica with a live link.
+fn master_heard_at(a_at: u64) -> Scenario {
+    healthy_pair().report_at("a", Some(up_master("run-a", 5_000, 10)), a_at)
+}
+
+#[test]
+fn decide_again_at_is_the_bound_of_the_rule_that_waits() {
+    let b_link_down = up_replica_of(&addr("a"), false, 5_000);
+    let cases: Vec<(&str, Scenario, Option<u64>)> = vec![
+        (
+            "a healthy master counts until its report goes stale",
+            master_heard_at(NOW - 1_000),
+            Some(NOW - 1_000 + DOWN_AFTER),
+        ),
+        (
+            // for_ms is the master's own measure: only its next report moves it.
+            "a refused redis short of redis_down_after: until that report goes stale",
+            healthy_pair().report_at("a", Some(down(DownKind::Refused, 1_000)), NOW - 2_000),
+            Some(NOW - 2_000 + DOWN_AFTER),
+        ),
+        (
+            "an unreachable redis short of down_after: until that report goes stale",
+            healthy_pair().report_at("a", Some(down(DownKind::Unreachable, 1_000)), NOW - 2_000),
+            Some(NOW - 2_000 + DOWN_AFTER),
+        ),
+        (
+            "an agent its redis refuses: until that report goes stale",
+            healthy_pair().report_at("a", Some(down(DownKind::Unauthorized, 1_000)), NOW - 2_000),
+            Some(NOW - 2_000 + DOWN_AFTER),
+        ),
+        (
+            "silence counted from a leadership younger than the master's last report",
+            master_heard_at(1_000)
+                .report("b", b_link_down.clone())
+                .leader_since(NOW - 1_000),
+            Some(NOW - 1_000 + DOWN_AFTER),
+        ),
+        (
+            "a new coordinator that never heard the master: leader_since + new_leader_wait",
+            Scenario::new(&three_nodes())
+                .master("a", "run-a")
+                .report("b", b_link_down.clone())
+                .leader_since(NOW - 1_000),
+            Some(NOW - 1_000 + new_leader_wait(&policy()).0),
+        ),
+        (
+            "a silent master kept by a live link: until that link's report goes stale",
+            master_heard_at(STALE_AT).report_at(
+                "b",
+                Some(up_replica_of(&addr("a"), true, 5_000)),
+                NOW - 3_000,
+            ),
+            Some(NOW - 3_000 + DOWN_AFTER),
+        ),
+        (
+            "a failover commits to the candidates fresh now; the first to go stale changes them",
+            master_heard_at(STALE_AT).report_at("b", Some(b_link_down.clone()), NOW - 4_000),
+            Some(NOW - 4_000 + DOWN_AFTER),
+        ),
+        (
+            "no candidate: until a refused candidate's report goes stale",
+            master_heard_at(STALE_AT).report_at(
+                "b",
+                Some(down(DownKind::Refused, 100)),
+                NOW - 4_000,
+            ),
+            Some(NOW - 4_000 + DOWN_AFTER),
+        ),
+        (
+            "a first election waits for a missing voter until leader_since + down_after",
+            Scenario::new(&three_nodes())
+                .leader_since(NOW - 1_000)
+                .report("a", up_master("run-a", 0, 0)),
+            Some(NOW - 1_000 + DOWN_AFTER),
+        ),
+        (
+            "a first election elects among the fresh; the first to go stale changes the field",
+            Scenario::new(&three_nodes())
+                .report_at("a", Some(up_master("run-a", 10, 1)), NOW - 6_000)
+                .report_at("b", Some(up_replica_of(&addr("a"), true, 10)), NOW - 2_000)
+                .report_at("w", None, NOW - 7_000),
+            Some(NOW - 6_000 + DOWN_AFTER),
+        ),
+        (
+            "a switchover waiting for the pause: until its timeout",
+            switching(healthy_pair(), NOW - 100),
+            Some(NOW - 100 + SWITCHOVER_TIMEOUT),
+        ),
+        (
+            "a switchover waiting for the target to catch up: until its timeout",
+            switching(paused_for_handover(healthy_pair(), 6_000), NOW - 100),
+            Some(NOW - 100 + SWITCHOVER_TIMEOUT),
+        ),
+        (
+            "a switchover whose master's report goes stale before the timeout",
+            switching(master_heard_at(NOW - DOWN_AFTER + 1_000), NOW - 100),
+            Some(NOW + 1_000),
+        ),
+        (
+            "paused: time changes nothing",
+            {
+                let mut s = master_heard_at(STALE_AT);
+                s.state.paused = true;
+                s
+            },
+            None,
+        ),
+        (
+            "a master not registered: time changes nothing",
+            Scenario::new(&three_nodes()).master("x", "run-x"),
+            None,
+        ),
+    ];
+    for (what, scenario, want) in cases {
+        let d = scenario.decide();
+        assert_eq!(d.decide_again_at, want.map(Millis), "{what}: {}", d.reason);
+    }
+}
+
+/// The commands without their reasons: those quote elapsed times, which is the point.
+fn commands_without_reasons(decision: &Decision) -> Vec<Command> {
+    decision
+        .commands
+        .iter()
+        .cloned()
+        .map(|mut command| {
+            if let Command::SetMaster { reason, .. } | Command::EndSwitchover { reason, .. } =
+                &mut command
+            {
+                reason.clear();
+            }
+            command
+        })
+        .collect()
+}
+
+/// Deterministic pseudo-random picks (a linear congruential generator): no new crate.
+struct Picks(u64);
+
+impl Picks {
+    fn pick<'a, T>(&mut self, from: &'a [T]) -> &'a T {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let index = (self.0 >> 33) % from.len() as u64;
+        &from[usize::try_from(index).unwrap_or(0)]
+    }
+}
+
+/// One of many snapshots around every bound: reports just fresh, just stale or long gone,
+/// each health a master or replica can report, new and old leaderships, switchovers.
+fn generated(picks: &mut Picks) -> Scenario {
+    let ages = [
+        0,
+        1,
+        999,
+        4_000,
+        REDIS_DOWN_AFTER,
+        7_999,
+        8_000,
+        DOWN_AFTER - 1,
+        DOWN_AFTER,
+        DOWN_AFTER + 1,
+        3 * DOWN_AFTER,
+    ];
+    let at = |picks: &mut Picks| NOW - *picks.pick(&ages);
+    let a_health = [
+        None,
+        Some(up_master("run-a", 5_000, 10)),
+        Some(up_master("run-a", 6_000, 10)),
+        Some(up_master("run-a-restarted", 0, 0)),
+        Some(down(DownKind::Refused, 1_000)),
+        Some(down(DownKind::Refused, REDIS_DOWN_AFTER)),
+        Some(down(DownKind::Unreachable, 1_000)),
+        Some(down(DownKind::Unreachable, DOWN_AFTER)),
+        Some(down(DownKind::Unauthorized, 1_000)),
+    ];
+    let b_health = [
+        None,
+        Some(up_replica_of(&addr("a"), true, 5_000)),
+        Some(up_replica_of(&addr("a"), false, 5_000)),
+        Some(up_replica_of(&addr("a"), true, 3_000)),
+        Some(up_master("run-b", 0, 0)),
+        Some(down(DownKind::Refused, 100)),
+    ];
+    let mut s = Scenario::new(&[
+        member("a", Data),
+        member("b", Data),
+        member("c", Data),
+        member("w", Witness),
+    ]);
+    if *picks.pick(&[true, true, true, false]) {
+        s = s.master("a", "run-a");
+    }
+    s = s.leader_since(at(picks));
+    // Each member reported (or not), something, some time ago.
+    if *picks.pick(&[true, true, true, false]) {
+        let health = picks.pick(&a_health).clone();
+        s = s.report_at("a", health, at(picks));
+        if let Some(r) = s.reports.latest.get_mut(&id("a")) {
+            r.report.handover_paused = *picks.pick(&[false, true]);
+        }
+    }
+    for name in ["b", "c"] {
+        if *picks.pick(&[true, true, false]) {
+            let health = picks.pick(&b_health).clone();
+            s = s.report_at(name, health, at(picks));
+            if let Some(r) = s.reports.latest.get_mut(&id(name)) {
+                r.report.master_accepts_writes = *picks.pick(&[None, Some(false), Some(true)]);
+            }
+        }
+    }
+    if *picks.pick(&[true, false]) {
+        s = s.report_at("w", None, at(picks));
+    }
+    if *picks.pick(&[false, false, false, false, false, false, false, true]) {
+        s.reports.voters.insert(42);
+    }
+    if s.state.master.is_some() && *picks.pick(&[false, false, true]) {
+        let since = NOW - *picks.pick(&[0, 100, SWITCHOVER_TIMEOUT - 1, SWITCHOVER_TIMEOUT]);
+        s = switching(s, since);
+    }
+    s.state.paused = *picks.pick(&[false, false, false, false, false, false, false, true]);
+    s
+}
+
+#[test]
+fn until_decide_again_at_the_same_inputs_decide_the_same_commands() {
+    let mut picks = Picks(14);
+    let (mut timed, mut changed_at_bound) = (0, 0);
+    for n in 0..5_000 {
+        let s = generated(&mut picks);
+        let now = s.decide();
+        let want = commands_without_reasons(&now);
+        let later: Vec<u64> = match now.decide_again_at {
+            Some(at) => {
+                assert!(at.0 > NOW, "#{n}: a bound already reached: {}", now.reason);
+                timed += 1;
+                let span = at.0 - NOW;
+                changed_at_bound +=
+                    usize::from(commands_without_reasons(&s.decide_at(at.0)) != want);
+                (0..8)
+                    .map(|k| NOW + span * k / 8)
+                    .chain([at.0 - 1])
+                    .collect()
+            }
+            None => [1, DOWN_AFTER, 3 * DOWN_AFTER, 10 * DOWN_AFTER]
+                .iter()
+                .map(|d| NOW + d)
+                .collect(),
+        };
+        for t in later {
+            let then = s.decide_at(t);
+            assert_eq!(
+                commands_without_reasons(&then),
+                want,
+                "#{n}: decided otherwise at {t} (now {NOW}, decide_again_at {:?}): {} / then: {}",
+                now.decide_again_at,
+                now.reason,
+                then.reason
+            );
+        }
+    }
+    // The generator reaches the timed rules, and their bounds are where decisions change.
+    assert!(timed > 3_000, "{timed} of 5000 timed");
+    assert!(
+        changed_at_bound > 1_000,
+        "{changed_at_bound} changed at the bound"
+    );
+}
