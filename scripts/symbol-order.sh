@@ -43,7 +43,7 @@ run_cluster() {
   local run="$1"
   shift
   local -A raft api redis agent_pid
-  local name dir peers secret wrapper
+  local name dir peers secret wrapper redis_args
   for name in "${names[@]}"; do
     raft[$name]=$(free_port); api[$name]=$(free_port); redis[$name]=$(free_port)
   done

@@ -22,6 +22,11 @@ impl Millis {
     pub fn since(self, earlier: Millis) -> Millis {
         Millis(self.0.saturating_sub(earlier.0))
     }
+
+    /// The moment `later` after `self` (saturating: a bound past `u64` never comes).
+    pub fn plus(self, later: Millis) -> Millis {
+        Millis(self.0.saturating_add(later.0))
+    }
 }
 
 impl fmt::Display for Millis {

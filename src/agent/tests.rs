@@ -728,17 +728,10 @@ async fn a_follower_starts_coordinating_the_moment_it_becomes_leader() {
         f.millis_since_quorum_ack = Some(0);
     });
     let elected = tokio::time::Instant::now();
-    let replica = status("run-b", RedisRole::Replica, Some("a:6379"));
     // b's first report reaches the new leader only a second later.
     for at in [1_000, 2_000, 3_000] {
         tokio::time::sleep_until(elected + Duration::from_millis(at)).await;
-        coordinator
-            .handle_report(
-                &consensus.facts(),
-                &consensus.state(),
-                report_of("b", Some(replica.clone())),
-            )
-            .expect("a member's report");
+        hear(&consensus, &coordinator, replica_b());
     }
     // A new leader that has not heard the master waits max(lease, lease + (down-after −
     // lease)/2 − election timeout) = 3.5 s from its election.
@@ -770,6 +763,26 @@ fn status(run_id: &str, role: RedisRole, master_addr: Option<&str>) -> RedisStat
     }
 }
 
+/// a's report as master.
+fn master_a() -> NodeReport {
+    report_of("a", Some(status("run-a", RedisRole::Master, None)))
+}
+
+/// b's report as a's replica (its link down).
+fn replica_b() -> NodeReport {
+    report_of(
+        "b",
+        Some(status("run-b", RedisRole::Replica, Some("a:6379"))),
+    )
+}
+
+/// The coordinator hears a member's report, as from the peer port.
+fn hear(consensus: &FakeConsensus, coordinator: &Coordinator, report: NodeReport) {
+    coordinator
+        .handle_report(&consensus.facts(), &consensus.state(), report)
+        .expect("a member's report");
+}
+
 fn report_of(name: &str, redis: Option<RedisStatus>) -> NodeReport {
     let kind = if redis.is_some() {
         MemberKind::Data
@@ -789,25 +802,15 @@ fn report_of(name: &str, redis: Option<RedisStatus>) -> NodeReport {
 #[tokio::test(start_paused = true)]
 async fn the_coordinator_fails_a_silent_master_over_when_its_silence_reaches_down_after() {
     let (consensus, coordinator) = coordinator("c", cluster("a", "run-a"));
-    let hear = |report: NodeReport| {
-        coordinator
-            .handle_report(&consensus.facts(), &consensus.state(), report)
-            .expect("a member's report");
-    };
-    hear(report_of(
-        "a",
-        Some(status("run-a", RedisRole::Master, None)),
-    ));
+    let hear = |report: NodeReport| hear(&consensus, &coordinator, report);
+    hear(master_a());
     hear(report_of("c", None));
     let task = tokio::spawn(coordinator.clone().run(consensus.clone()));
     let start = tokio::time::Instant::now();
     // b keeps reporting (its link to a is down), never on the moment a's silence runs out.
     for at in [700, 1_700, 2_700, 3_700, 4_700] {
         tokio::time::sleep_until(start + Duration::from_millis(at)).await;
-        hear(report_of(
-            "b",
-            Some(status("run-b", RedisRole::Replica, Some("a:6379"))),
-        ));
+        hear(replica_b());
         hear(report_of("c", None));
     }
     tokio::time::sleep_until(start + Duration::from_millis(4_999)).await;
@@ -876,26 +879,19 @@ async fn an_idle_leader_decides_only_on_news_yet_fails_a_silent_master_over_at_i
         inner: consensus.clone(),
         states: Default::default(),
     });
-    let hear = |report: NodeReport| {
-        coordinator
-            .handle_report(&consensus.facts(), &consensus.state(), report)
-            .expect("a member's report");
-    };
-    let master = || report_of("a", Some(status("run-a", RedisRole::Master, None)));
-    let replica = || {
-        report_of(
-            "b",
-            Some(status("run-b", RedisRole::Replica, Some("a:6379"))),
-        )
-    };
-    hear(master());
-    hear(replica());
+    let hear = |report: NodeReport| hear(&consensus, &coordinator, report);
+    hear(master_a());
+    hear(replica_b());
     hear(report_of("c", None));
     let task = tokio::spawn(coordinator.clone().run(counting.clone()));
     let start = tokio::time::Instant::now();
     // Ten idle seconds: every member sends the same keep-alive once a second.
     for second in 0..10 {
-        for (offset, report) in [(0, master()), (300, replica()), (600, report_of("c", None))] {
+        for (offset, report) in [
+            (0, master_a()),
+            (300, replica_b()),
+            (600, report_of("c", None)),
+        ] {
             tokio::time::sleep_until(start + Duration::from_millis(second * 1_000 + offset)).await;
             hear(report);
         }
@@ -916,7 +912,7 @@ async fn an_idle_leader_decides_only_on_news_yet_fails_a_silent_master_over_at_i
     let silent_from = start + Duration::from_millis(9_000);
     for at in [10_300, 11_300, 12_300, 13_300] {
         tokio::time::sleep_until(start + Duration::from_millis(at)).await;
-        hear(replica());
+        hear(replica_b());
         hear(report_of("c", None));
     }
     tokio::time::sleep_until(silent_from + DOWN_AFTER - Duration::from_millis(1)).await;
@@ -935,27 +931,14 @@ async fn a_commit_wakes_the_leader_as_a_report_does() {
     let mut paused = cluster("a", "run-a");
     paused.paused = true;
     let (consensus, coordinator) = coordinator("c", paused);
-    let hear = |report: NodeReport| {
-        coordinator
-            .handle_report(&consensus.facts(), &consensus.state(), report)
-            .expect("a member's report");
-    };
-    let replica = || {
-        report_of(
-            "b",
-            Some(status("run-b", RedisRole::Replica, Some("a:6379"))),
-        )
-    };
-    hear(report_of(
-        "a",
-        Some(status("run-a", RedisRole::Master, None)),
-    ));
+    let hear = |report: NodeReport| hear(&consensus, &coordinator, report);
+    hear(master_a());
     let task = tokio::spawn(coordinator.clone().run(consensus.clone()));
     let start = tokio::time::Instant::now();
     // a falls silent during maintenance; b and c report at 5.5 s, so a paused cluster's
     // coordinator, with no bound to wait for, would look next at 6.5 s.
     tokio::time::sleep_until(start + Duration::from_millis(5_500)).await;
-    hear(replica());
+    hear(replica_b());
     hear(report_of("c", None));
     tokio::time::sleep_until(start + Duration::from_millis(6_000)).await;
     assert_eq!(consensus.state().epoch, 1, "no failover while paused");

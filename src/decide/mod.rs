@@ -165,7 +165,7 @@ pub fn is_fresh(received: &ReceivedReport, policy: &Policy, now: Millis) -> bool
 
 /// When `received` stops counting.
 fn fresh_until(received: &ReceivedReport, policy: &Policy) -> Millis {
-    Millis(received.received_at.0.saturating_add(policy.down_after.0))
+    received.received_at.plus(policy.down_after)
 }
 
 /// What one branch of the decision wants to commit, if anything, and why.
@@ -242,8 +242,7 @@ fn first_election(
         .map(|&id| display_name(state, id))
         .collect();
     missing.sort();
-    let waited_enough = Millis(reports.leader_since.0.saturating_add(policy.down_after.0));
-    if !missing.is_empty() && !now.reached(waited_enough) {
+    if !missing.is_empty() && !now.reached(reports.leader_since.plus(policy.down_after)) {
         let leading_for = now.since(reports.leader_since);
         return Outcome::wait(format!(
             "first election waits for {} of {} members to report ({}), at most {} ms more",
@@ -444,7 +443,7 @@ fn judge_master(
         None => (reports.leader_since, new_leader_wait(policy)),
     };
     let silent = now.since(last_contact);
-    if !now.reached(Millis(last_contact.0.saturating_add(needed.0))) {
+    if !now.reached(last_contact.plus(needed)) {
         return Verdict::Kept(format!(
             "master {name} silent for {} ms; failover at {} ms",
             silent.0, needed.0

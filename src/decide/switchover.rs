@@ -180,9 +180,9 @@ pub(super) fn progress(
     let elapsed = reports
         .switchover_since
         .map_or(Millis(0), |since| now.since(since));
-    // Without a start (the coordinator always records one) the switchover never times out.
+    // Without a start (the coordinator always records one) only a zero timeout has run out.
     let timed_out = match reports.switchover_since {
-        Some(since) => now.reached(Millis(since.0.saturating_add(policy.switchover_timeout.0))),
+        Some(since) => now.reached(since.plus(policy.switchover_timeout)),
         None => policy.switchover_timeout == Millis(0),
     };
     if timed_out {
