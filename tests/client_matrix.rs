@@ -176,11 +176,11 @@ fn outcome(driver: &Driver, event_at: u64, named_at: u64, until: u64, new_port: 
     let events = driver.events();
     let window: Vec<&Event> = events
         .iter()
-        .filter(|e| e.t >= event_at && e.t < until)
+        .filter(|e| e.t >= event_at && e.t <= until)
         .collect();
     let reached = driver
         .first_ok_on(new_port, event_at)
-        .filter(|&t| t < until);
+        .filter(|&t| t <= until);
     let errors: Vec<&&Event> = window
         .iter()
         .filter(|e| e.ev == "err" && reached.is_none_or(|r| e.t <= r))
