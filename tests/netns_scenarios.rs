@@ -451,7 +451,8 @@ fn isolating_the_master_site_with_default_redis_settings() {
 /// latency lasts, while the followers still hear the heartbeats and elect nobody else.
 /// Counting an abandoned acknowledgement would make the lease unsafe, so the agent explains
 /// instead: within seconds the leader logs a warning that names a slow peer and
-/// `--raft-heartbeat`, and its /metrics count the abandoned AppendEntries.
+/// `--raft-heartbeat`, and its /metrics count the abandoned AppendEntries. Once the latency
+/// ends the same master takes writes again, and the history holds no violation.
 #[test]
 fn a_heartbeat_below_the_round_trip_between_sites_is_explained_loudly() {
     netns::run(
@@ -492,8 +493,8 @@ fn a_heartbeat_below_the_round_trip_between_sites_is_explained_loudly() {
                 .lines()
                 .filter(|l| l.starts_with(ROUND_TRIP_METRIC))
                 .collect();
-            // Past the lease: what the warning says the master suffers.
-            tokio::time::sleep(LEASE).await;
+            // Past the lease, with a second to spare: what the warning says the master suffers.
+            tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
             let healed_at = h.heal(fault).await.expect("heal");
             let records = h.history.snapshot();
             let fenced = records
@@ -535,6 +536,13 @@ fn a_heartbeat_below_the_round_trip_between_sites_is_explained_loudly() {
                  {abandoned_before}, then {abandoned_then}, then {abandoned_later}",
                 leader.name()
             );
+            assert!(fenced > 0, "the master pauses writes, as the warning says");
+            assert_eq!(
+                h.settled(CONVERGE).await,
+                m,
+                "the same master takes writes again once the round trip fits the heartbeat"
+            );
+            finish_clean(&mut h, "WAN latency, 100 ms heartbeat").await;
         },
     );
 }
