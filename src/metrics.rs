@@ -63,6 +63,10 @@ pub struct Metrics {
     pub reports_received: Family<PeerLabel, Counter>,
     pub reports_failed: Family<PeerLabel, Counter>,
     pub auth_failures: Family<ReasonLabel, Counter>,
+    /// By peer Raft address.
+    pub raft_appends_abandoned: Family<PeerLabel, Counter>,
+    /// By peer Raft address.
+    pub raft_append_round_trip_ms: Family<PeerLabel, Gauge>,
     role: Family<RoleLabel, Gauge>,
     raft_state: Family<StateLabel, Gauge>,
     is_master: Gauge,
@@ -96,6 +100,8 @@ impl Metrics {
             reports_received: Family::default(),
             reports_failed: Family::default(),
             auth_failures: Family::default(),
+            raft_appends_abandoned: Family::default(),
+            raft_append_round_trip_ms: Family::default(),
             role: Family::default(),
             raft_state: Family::default(),
             is_master: Gauge::default(),
@@ -132,6 +138,18 @@ impl Metrics {
             "auth_failures",
             "Requests rejected by signature checks, by reason",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "raft_appends_abandoned",
+            "Raft AppendEntries to a peer that openraft abandoned at --raft-heartbeat before \
+             the answer came, by peer: the round trip is too long for the heartbeat",
+            m.raft_appends_abandoned.clone(),
+        );
+        registry.register(
+            "raft_append_round_trip_milliseconds",
+            "Last measured round trip of a Raft AppendEntries to a peer (abandoned ones \
+             included), by peer",
+            m.raft_append_round_trip_ms.clone(),
         );
         registry.register(
             "role",
@@ -241,6 +259,11 @@ mod tests {
                 reason: "stale".into(),
             })
             .inc();
+        let peer = PeerLabel {
+            peer: "10.0.0.2:7000".into(),
+        };
+        m.raft_appends_abandoned.get_or_create(&peer).inc();
+        m.raft_append_round_trip_ms.get_or_create(&peer).set(103);
         let text = m.render(&Snapshot {
             role: "master",
             is_master: true,
@@ -259,6 +282,8 @@ mod tests {
             "redis_orchestrator_last_failover_duration_seconds 0.5",
             "redis_orchestrator_reports_received_total{peer=\"site-b\"} 1",
             "redis_orchestrator_auth_failures_total{reason=\"stale\"} 1",
+            "redis_orchestrator_raft_appends_abandoned_total{peer=\"10.0.0.2:7000\"} 1",
+            "redis_orchestrator_raft_append_round_trip_milliseconds{peer=\"10.0.0.2:7000\"} 103",
             "redis_orchestrator_role{role=\"master\"} 1",
             "redis_orchestrator_role{role=\"replica\"} 0",
             "redis_orchestrator_raft_state{state=\"Leader\"} 1",

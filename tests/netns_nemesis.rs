@@ -72,8 +72,8 @@ const REST_MS: std::ops::Range<u64> = 0..500;
 /// then until a failover away from it is seen (at most [`FAILOVER_WAIT`]).
 const PAST_DOWN_AFTER: Duration = Duration::from_millis(1_000);
 const FAILOVER_WAIT: Duration = Duration::from_secs(15);
-/// WAN faults stay below the round trip that `--raft-heartbeat` (250 ms) tolerates; the
-/// `fifty_ms_wan_with_a_100ms_heartbeat_keeps_the_master` reproduction shows what beyond does.
+/// WAN faults stay below the round trip that `--raft-heartbeat` (250 ms) tolerates;
+/// `a_heartbeat_below_the_round_trip_between_sites_is_explained_loudly` shows what beyond does.
 const WAN_DELAY_MS: std::ops::Range<u64> = 10..61;
 const WAN_LOSS_PERCENT: std::ops::Range<u32> = 0..4;
 /// Extra time to wait for a cluster that missed the convergence bound before giving up

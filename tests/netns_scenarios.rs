@@ -445,14 +445,16 @@ fn isolating_the_master_site_with_default_redis_settings() {
     );
 }
 
-/// Reproduces a liveness gap: openraft gives each AppendEntries `--raft-heartbeat` to
-/// complete. With a 100 ms heartbeat and a 100 ms round trip every heartbeat times out, the
-/// leader's quorum acknowledgement ages without bound, no report renews any lease, and the
-/// master fences itself for as long as the latency lasts. Followers still receive the
-/// heartbeats, so nobody starts an election and nothing recovers.
+/// openraft gives each AppendEntries `--raft-heartbeat` to complete. With a 100 ms heartbeat
+/// and a 100 ms round trip it abandons every one: the leader's quorum acknowledgement ages
+/// without bound, no report renews any lease and the master fences itself for as long as the
+/// latency lasts, while the followers still hear the heartbeats and elect nobody else.
+/// Counting an abandoned acknowledgement would make the lease unsafe, so the agent explains
+/// instead: within seconds the leader logs a warning that names a slow peer and
+/// `--raft-heartbeat`, and its /metrics count the abandoned AppendEntries. Once the latency
+/// ends the same master takes writes again, and the history holds no violation.
 #[test]
-#[ignore = "known agent bug: --raft-heartbeat at or below the inter-site RTT fences the master"]
-fn fifty_ms_wan_with_a_100ms_heartbeat_keeps_the_master() {
+fn a_heartbeat_below_the_round_trip_between_sites_is_explained_loudly() {
     netns::run(
         "WAN latency, 100 ms heartbeat",
         Options::default()
@@ -460,8 +462,11 @@ fn fifty_ms_wan_with_a_100ms_heartbeat_keeps_the_master() {
             .with("--raft-election-timeout", "400ms"),
         |mut h| async move {
             let m = h.settled(SETTLE).await;
+            let leader = raft_leader(&h).await.expect("a Raft leader once settled");
             h.start_writers();
             tokio::time::sleep(WARM_UP).await;
+            let logged_before = h.agent_log(leader).len();
+            let abandoned_before = abandoned_appends(&h, leader).await;
             let fault = h
                 .inject(Fault::Wan {
                     delay: Duration::from_millis(50),
@@ -469,25 +474,102 @@ fn fifty_ms_wan_with_a_100ms_heartbeat_keeps_the_master() {
                 })
                 .await
                 .expect("latency");
-            let at = fault.at;
-            tokio::time::sleep(Duration::from_secs(10)).await;
+            let warning = async {
+                loop {
+                    let log = h.agent_log(leader);
+                    let new = log.get(logged_before..).unwrap_or_default();
+                    if let Some(line) = new.lines().find(|l| is_heartbeat_warning(l)) {
+                        return line.to_string();
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            let warning = tokio::time::timeout(WARNED_WITHIN, warning).await;
+            let abandoned_then = abandoned_appends(&h, leader).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let abandoned_later = abandoned_appends(&h, leader).await;
+            let metrics = h.metrics(leader).await.unwrap_or_default();
+            let round_trips: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.starts_with(ROUND_TRIP_METRIC))
+                .collect();
+            // Past the lease, with a second to spare: what the warning says the master suffers.
+            tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
             let healed_at = h.heal(fault).await.expect("heal");
             let records = h.history.snapshot();
-            let gap = records.longest_write_gap(at, healed_at);
             let fenced = records
                 .rounds
                 .iter()
-                .filter(|r| r.at >= at && r.at <= healed_at)
+                .filter(|r| r.at >= healed_at.saturating_sub(Duration::from_secs(1)))
+                .filter(|r| r.at <= healed_at)
                 .filter(|r| r.views[m.index()].as_ref().is_some_and(|v| v.fenced))
                 .count();
-            assert!(
-                fenced == 0 && gap < LEASE,
-                "the master was fenced in {fenced} of the polls under 50 ms latency; writes \
-                 stopped for {} ms",
-                gap.as_millis()
+            println!(
+                "leader {}: abandoned AppendEntries {abandoned_before} before the latency, \
+                 {abandoned_then} at the warning, {abandoned_later} a second later; \
+                 {round_trips:?}; master {} fenced in {fenced} polls of the last second",
+                leader.name(),
+                m.name()
             );
+            let Ok(warning) = warning else {
+                h.dump_logs(40);
+                panic!(
+                    "{} logged no warning naming --raft-heartbeat within {} ms of a 100 ms \
+                     round trip between sites",
+                    leader.name(),
+                    WARNED_WITHIN.as_millis()
+                );
+            };
+            println!("{warning}");
+            let peers: Vec<String> = Site::ALL
+                .into_iter()
+                .filter(|&s| s != leader)
+                .map(|s| format!("{}:{}", s.wan(), netns::workload::RAFT_PORT))
+                .collect();
+            assert!(
+                peers.iter().any(|p| warning.contains(p.as_str())),
+                "the warning names a peer ({peers:?}): {warning}"
+            );
+            assert!(
+                abandoned_then > abandoned_before && abandoned_later > abandoned_then,
+                "/metrics of {} count abandoned AppendEntries, rising while the latency lasts: \
+                 {abandoned_before}, then {abandoned_then}, then {abandoned_later}",
+                leader.name()
+            );
+            assert!(fenced > 0, "the master pauses writes, as the warning says");
+            assert_eq!(
+                h.settled(CONVERGE).await,
+                m,
+                "the same master takes writes again once the round trip fits the heartbeat"
+            );
+            finish_clean(&mut h, "WAN latency, 100 ms heartbeat").await;
         },
     );
+}
+
+/// How soon the leader explains a heartbeat below the round trip: the first answer comes
+/// one round trip after the latency starts; the rest is room for a loaded machine.
+const WARNED_WITHIN: Duration = Duration::from_secs(5);
+const ABANDONED_METRIC: &str = "redis_orchestrator_raft_appends_abandoned_total";
+const ROUND_TRIP_METRIC: &str = "redis_orchestrator_raft_append_round_trip_milliseconds";
+
+/// The agent's warning that its AppendEntries outlast the 100 ms heartbeat.
+fn is_heartbeat_warning(line: &str) -> bool {
+    line.contains("\"level\":\"WARN\"")
+        && line.contains("longer than --raft-heartbeat (100 ms)")
+        && line.contains("Raise --raft-heartbeat above the round trip between sites")
+}
+
+/// The AppendEntries `site`'s agent has abandoned at the heartbeat, all peers together.
+async fn abandoned_appends(h: &Harness, site: Site) -> u64 {
+    let text = h
+        .metrics(site)
+        .await
+        .unwrap_or_else(|e| panic!("metrics: {e}"));
+    text.lines()
+        .filter(|l| l.starts_with(ABANDONED_METRIC))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// openraft 0.9 makes a follower that knows a leader wait the leader lease (the maximum

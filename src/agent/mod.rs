@@ -177,10 +177,11 @@ impl Agent {
         let client =
             SignedClient::with_tls(settings.secret.as_deref(), None, settings.tls.as_ref())
                 .map_err(StartError::Http)?;
+        let metrics = Arc::new(Metrics::new());
         let raft = Raft::new(
             settings.me.id,
             Arc::new(config),
-            PeerNetwork::new(client.clone()),
+            PeerNetwork::new(client.clone()).reporting_to(metrics.clone()),
             log_store,
             state_machine.clone(),
         )
@@ -194,7 +195,6 @@ impl Agent {
             raft.runtime_config().elect(false);
         }
         let clock = Clock::start();
-        let metrics = Arc::new(Metrics::new());
         let policy = Policy {
             redis_down_after: millis(settings.redis_down_after),
             lease: millis(settings.lease),

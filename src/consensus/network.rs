@@ -5,9 +5,9 @@
 //! request as body; the answer is the JSON of the `Result` the peer's
 //! `Raft` returned.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
 use openraft::error::{NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -22,6 +22,8 @@ use super::typ::{
 };
 use super::{Raft, TypeConfig};
 use crate::client::{SendError, SignedClient};
+use crate::decide::round_trip::{Notice, PeerWatch, Timing, judge, late_answer_wait};
+use crate::metrics::{Metrics, PeerLabel};
 use crate::model::NodeId;
 
 /// Which Raft RPC a request carries; the last segment of `/raft/{rpc}`.
@@ -66,32 +68,41 @@ pub enum TransportError {
     },
     #[error("refused the answer from {addr}: {why}")]
     OutOfRange { addr: String, why: String },
+    #[error("the request to {addr} ended without an answer")]
+    NoAnswer { addr: String },
 }
 
 /// Creates connections to peers; clones share the signed client (its connection pool and
-/// the log of peers that rejected our signature) and the set of peers known unreachable.
+/// the log of peers that rejected our signature), the set of peers known unreachable and
+/// how each peer's AppendEntries fare against the heartbeat.
 #[derive(Clone)]
 pub struct PeerNetwork {
     client: SignedClient,
     /// Peers whose last RPC failed: a peer not deployed yet is logged once, not per RPC.
     failing: Arc<Mutex<HashSet<NodeId>>>,
+    round_trips: Arc<Mutex<HashMap<NodeId, PeerWatch>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl PeerNetwork {
+    /// With metrics of its own; see [`PeerNetwork::reporting_to`].
     pub fn new(client: SignedClient) -> Self {
         PeerNetwork {
             client,
             failing: Arc::default(),
+            round_trips: Arc::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Count abandoned AppendEntries and round trips in the agent's `metrics`.
+    pub fn reporting_to(self, metrics: Arc<Metrics>) -> Self {
+        PeerNetwork { metrics, ..self }
     }
 
     /// Log a peer's first failure once at WARN with its root cause, and its recovery.
     fn note(&self, target: NodeId, addr: &str, failure: Option<&SendError>) {
-        // A set of ids cannot be left half-updated, so poisoning is harmless.
-        let mut failing = self
-            .failing
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut failing = lock(&self.failing);
         match failure {
             // Already logged by the client, with its own advice.
             Some(SendError::Unauthorized { .. }) => {}
@@ -116,6 +127,97 @@ impl PeerNetwork {
     pub fn rejected_peers(&self) -> Vec<String> {
         self.client.rejected_peers()
     }
+
+    /// Record an AppendEntries answered after `round_trip` (`awaited`: openraft still
+    /// waited for it) and explain, rate-limited, what a round trip near or past the
+    /// heartbeat does to the cluster.
+    fn time_append(
+        &self,
+        target: NodeId,
+        addr: &str,
+        heartbeat: Duration,
+        round_trip: Duration,
+        awaited: bool,
+    ) {
+        let timing = judge(round_trip, awaited, heartbeat);
+        let label = PeerLabel {
+            peer: addr.to_string(),
+        };
+        let rtt = millis(round_trip);
+        let hb = millis(heartbeat);
+        if timing != Timing::Cancelled {
+            self.metrics
+                .raft_append_round_trip_ms
+                .get_or_create(&label)
+                .set(i64::try_from(rtt).unwrap_or(i64::MAX));
+        }
+        if timing == Timing::Abandoned {
+            self.metrics
+                .raft_appends_abandoned
+                .get_or_create(&label)
+                .inc();
+        }
+        let notice = lock(&self.round_trips)
+            .entry(target)
+            .or_default()
+            .observe(timing, Instant::now());
+        match notice {
+            None => {}
+            Some(Notice::Abandoning) => tracing::warn!(
+                peer = addr,
+                round_trip_ms = rtt,
+                heartbeat_ms = hb,
+                "Raft AppendEntries to {addr} take {rtt} ms, longer than --raft-heartbeat \
+                 ({hb} ms), the time openraft gives each one: it abandons them, so this leader \
+                 cannot count {addr} toward its quorum. Without a quorum no lease renews and \
+                 the master pauses writes for as long as this lasts, while the followers still \
+                 hear heartbeats and elect nobody else. Raise --raft-heartbeat above the round \
+                 trip between sites (--raft-election-timeout must stay above it)"
+            ),
+            Some(Notice::StillAbandoning { abandoned, lasted }) => tracing::warn!(
+                peer = addr,
+                round_trip_ms = rtt,
+                heartbeat_ms = hb,
+                abandoned,
+                "Raft AppendEntries to {addr} still take longer than --raft-heartbeat ({hb} ms), \
+                 last {rtt} ms: {abandoned} more abandoned, for {} s now; this leader cannot \
+                 count {addr} toward its quorum, and without one the master pauses writes. \
+                 Raise --raft-heartbeat above the round trip between sites \
+                 (--raft-election-timeout must stay above it)",
+                lasted.as_secs()
+            ),
+            Some(Notice::KeepsUp { abandoned, lasted }) => tracing::info!(
+                peer = addr,
+                round_trip_ms = rtt,
+                heartbeat_ms = hb,
+                abandoned,
+                "Raft AppendEntries to {addr} complete within --raft-heartbeat ({hb} ms) again, \
+                 in {rtt} ms, after {abandoned} were abandoned over {} s",
+                lasted.as_secs()
+            ),
+            Some(Notice::NearLimit) => tracing::warn!(
+                peer = addr,
+                round_trip_ms = rtt,
+                heartbeat_ms = hb,
+                "a Raft AppendEntries to {addr} took {rtt} ms, close to --raft-heartbeat \
+                 ({hb} ms), the time openraft gives each one: past it every one is abandoned, \
+                 this leader cannot count {addr} toward its quorum and, without one, the \
+                 master pauses writes. Raise --raft-heartbeat well above the round trip \
+                 between sites (--raft-election-timeout must stay above it)"
+            ),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Per-peer sets and maps cannot be left half-updated, so poisoning is harmless.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -155,18 +257,29 @@ impl PeerConnection {
         let network = |e: TransportError| RPCError::Network(NetworkError::new(&e));
 
         let body = serde_json::to_vec(req).map_err(|e| network(TransportError::Encode(e)))?;
-        let bytes = self
-            .net
-            .client
-            .call(
-                reqwest::Method::POST,
-                addr,
-                kind.path(),
-                Some(body),
-                Some(ttl),
-            )
-            .await;
-        self.net.note(self.target, addr, bytes.as_ref().err());
+        let bytes = match kind {
+            // openraft gives an AppendEntries the heartbeat: its TTL.
+            RpcKind::Append => self.send_timed(body, ttl).await.ok_or_else(|| {
+                network(TransportError::NoAnswer {
+                    addr: addr.to_string(),
+                })
+            })?,
+            RpcKind::Vote | RpcKind::Snapshot => {
+                let bytes = self
+                    .net
+                    .client
+                    .call(
+                        reqwest::Method::POST,
+                        addr,
+                        kind.path(),
+                        Some(body),
+                        Some(ttl),
+                    )
+                    .await;
+                self.net.note(self.target, addr, bytes.as_ref().err());
+                bytes
+            }
+        };
         let bytes = bytes.map_err(|e| match e {
             // Unreachable makes openraft back off instead of retrying at once.
             SendError::Connect { .. } => {
@@ -196,6 +309,46 @@ impl PeerConnection {
                 e,
             ))
         })
+    }
+
+    /// Send an AppendEntries `body` on a task of its own and wait for the answer.
+    ///
+    /// openraft drops this future when the heartbeat passes; the task then keeps waiting
+    /// (for [`late_answer_wait`]) only to measure the round trip, and discards the answer.
+    /// That an AppendEntries was abandoned and how late its answer came is what lets the
+    /// agent tell a heartbeat shorter than the round trip from a peer that does not answer.
+    /// `None` only if the task ended without a result (the runtime is shutting down).
+    async fn send_timed(
+        &self,
+        body: Vec<u8>,
+        heartbeat: Duration,
+    ) -> Option<Result<Vec<u8>, SendError>> {
+        let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
+        let net = self.net.clone();
+        let target = self.target;
+        let addr = self.node.addr.clone();
+        let started = Instant::now();
+        tokio::spawn(async move {
+            let answer = net
+                .client
+                .call(
+                    reqwest::Method::POST,
+                    &addr,
+                    RpcKind::Append.path(),
+                    Some(body),
+                    Some(late_answer_wait(heartbeat)),
+                )
+                .await;
+            let round_trip = started.elapsed();
+            net.note(target, &addr, answer.as_ref().err());
+            let answered = answer.is_ok();
+            // Fails only once openraft has dropped the receiver: it stopped waiting.
+            let awaited = answer_tx.send(answer).is_ok();
+            if answered {
+                net.time_append(target, &addr, heartbeat, round_trip, awaited);
+            }
+        });
+        answer_rx.await.ok()
     }
 }
 

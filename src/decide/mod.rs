@@ -5,6 +5,7 @@ mod candidate;
 pub mod lease;
 pub mod local;
 pub mod membership;
+pub mod round_trip;
 mod switchover;
 #[cfg(test)]
 mod tests;

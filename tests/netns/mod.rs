@@ -64,7 +64,7 @@ const FILLER: &str = "nemesis-filler";
 /// - `--raft-heartbeat` 250 ms: openraft gives every AppendEntries (heartbeats included) one
 ///   heartbeat interval to complete, so it must exceed the inter-site round trip (100 ms in
 ///   the latency test) with room for a fresh connection; the 100 ms of `tests/common` suits
-///   loopback only (`fifty_ms_wan_with_a_100ms_heartbeat_keeps_the_master`).
+///   loopback only (`a_heartbeat_below_the_round_trip_between_sites_is_explained_loudly`).
 /// - `--lease` 2.5 s: a follower that knows a leader waits the leader lease (the maximum
 ///   election timeout) plus a random election timeout before it campaigns, so replacing a
 ///   lost Raft leader takes up to 4 x `--raft-election-timeout` (1.2 s), then a vote, a
@@ -1023,6 +1023,27 @@ impl Harness {
         );
         report.violations.extend(unsettled);
         report
+    }
+
+    /// Everything a site's agent has logged so far (JSON lines).
+    pub fn agent_log(&self, site: Site) -> String {
+        std::fs::read_to_string(self.agents[site.index()].log_path()).unwrap_or_default()
+    }
+
+    /// A site's agent's `GET /metrics` (public, unsigned), in the Prometheus text format.
+    pub async fn metrics(&self, site: Site) -> Result<String, String> {
+        let addr = workload::addr_from(None, site, API_PORT);
+        let failed = |e: reqwest::Error| format!("GET /metrics from {}: {e}", site.name());
+        reqwest::Client::new()
+            .get(format!("http://{addr}/metrics"))
+            .timeout(API_TIMEOUT)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(failed)?
+            .text()
+            .await
+            .map_err(failed)
     }
 
     pub fn dump_logs(&self, lines: usize) {
