@@ -860,9 +860,9 @@ mod tests {
                 vec![peers, me, "--lease=2s"],
                 "a Raft leader change could fence the master",
             ),
-            // At the defaults a re-election and a report take 2.6 s; 2.7 s leaves a probe.
+            // At the defaults a re-election and a report take 2.45 s; 2.65 s leaves a probe.
             (
-                vec![peers, me, "--lease=2690ms"],
+                vec![peers, me, "--lease=2640ms"],
                 "a Raft leader change could fence the master",
             ),
             (
@@ -874,7 +874,7 @@ mod tests {
             let e = settings(&args).expect_err(&format!("{args:?} must fail"));
             assert!(e.0.contains(want), "{args:?}: got {e}");
         }
-        settings(&[peers, me, "--lease=2700ms"]).expect("the shortest lease at the defaults");
+        settings(&[peers, me, "--lease=2650ms"]).expect("the shortest lease at the defaults");
     }
 
     #[test]

@@ -584,7 +584,7 @@ fn losing_the_witness_as_raft_leader_does_not_fence_the_master() {
         "lose the witness as leader",
         Options::default()
             .with("--down-after", "3s")
-            .with("--lease", "1700ms")
+            .with("--lease", "1650ms")
             .with("--raft-election-timeout", "300ms"),
         |mut h| async move {
             let m = witness_leads(&mut h).await;

@@ -3,15 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use tokio::sync::watch;
 
 use crate::consensus::Raft;
 use crate::consensus::state_machine::StateMachineStore;
-use crate::decide::lease::QUORUM_CLOCK_LOOK;
 use crate::model::{ClusterState, Command, CommandResponse, NodeId};
 
 /// One read of the Raft metrics.
@@ -23,18 +21,11 @@ pub struct RaftFacts {
     pub voters: BTreeSet<NodeId>,
     /// Every node of the membership (voters and learners) and its Raft address.
     pub nodes: BTreeMap<NodeId, String>,
-    /// How long ago a quorum acknowledged this node as leader.
-    pub millis_since_quorum_ack: Option<u64>,
 }
 
 impl RaftFacts {
     pub fn is_leader(&self) -> bool {
         self.state == ServerState::Leader
-    }
-
-    /// How long ago a quorum acknowledged this node as leader; `None` unless leader.
-    pub fn quorum_ack_age(&self) -> Option<u64> {
-        self.millis_since_quorum_ack.filter(|_| self.is_leader())
     }
 
     pub fn members(&self) -> BTreeSet<NodeId> {
@@ -49,6 +40,9 @@ impl RaftFacts {
 /// The consensus the loops act through. Every method is cheap except the committing ones.
 pub trait Consensus: Send + Sync + 'static {
     fn facts(&self) -> RaftFacts;
+    /// How long ago, as of now, a quorum acknowledged this node as leader; `None` unless
+    /// it leads. Never younger than the truth, even right after the process stalled.
+    fn quorum_ack_age(&self) -> impl Future<Output = Option<u64>> + Send;
     /// The committed state as applied here.
     fn state(&self) -> ClusterState;
     fn subscribe(&self) -> watch::Receiver<ClusterState>;
@@ -74,90 +68,22 @@ pub trait Consensus: Send + Sync + 'static {
 pub struct RaftConsensus {
     pub raft: Raft,
     pub state_machine: StateMachineStore,
-    quorum_clock: Arc<Mutex<QuorumClock>>,
-}
-
-/// openraft's `millis_since_quorum_ack` is computed when the core publishes its metrics, and
-/// read any time later: after a stall of the process (SIGSTOP, a frozen VM) the published value
-/// still says "acknowledged 100 ms ago", and a lease renewed on it outlives the stall. So the age
-/// counts from the earliest moment the value can have been published: the last look at the
-/// metrics before it appeared. In steady state that adds about a heartbeat interval.
-#[derive(Clone, Copy, Debug)]
-struct QuorumClock {
-    age_ms: Option<u64>,
-    published_after: Instant,
-}
-
-impl QuorumClock {
-    /// The published age, counted from the earliest moment it can have been published.
-    fn age_at(&self, now: Instant) -> Option<u64> {
-        let since = now
-            .saturating_duration_since(self.published_after)
-            .as_millis();
-        let since = u64::try_from(since).unwrap_or(u64::MAX);
-        self.age_ms.map(|age| age.saturating_add(since))
-    }
 }
 
 impl RaftConsensus {
-    /// Wraps the node and starts following its metrics (needs a tokio runtime).
     pub fn new(raft: Raft, state_machine: StateMachineStore) -> RaftConsensus {
-        let mut metrics = raft.metrics();
-        let looked_at = Instant::now();
-        metrics.mark_unchanged();
-        // What was published before the first look is of unknown age: no quorum counts yet.
-        let clock = Arc::new(Mutex::new(QuorumClock {
-            age_ms: None,
-            published_after: looked_at,
-        }));
-        let shared = clock.clone();
-        tokio::spawn(async move {
-            let mut last_look = looked_at;
-            let mut electing_or_leading = false;
-            loop {
-                // Looking now and then, also when nothing changed, keeps the bound tight when
-                // metrics change rarely, so a new leader's first published age is not taken
-                // for seconds old. Only a leader's age is used, and a node becomes one through
-                // candidacy, which is a change: a follower need not look between changes.
-                let look = async {
-                    if electing_or_leading {
-                        tokio::time::sleep(QUORUM_CLOCK_LOOK).await;
-                    } else {
-                        std::future::pending::<()>().await;
-                    }
-                };
-                let changed = tokio::select! {
-                    changed = metrics.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                        true
-                    }
-                    () = look => false,
-                };
-                let look = Instant::now();
-                if !changed && !metrics.has_changed().unwrap_or(false) {
-                    last_look = look;
-                    continue;
-                }
-                let (age_ms, state) = {
-                    let m = metrics.borrow_and_update();
-                    (m.millis_since_quorum_ack, m.state)
-                };
-                electing_or_leading = matches!(state, ServerState::Leader | ServerState::Candidate);
-                *shared.lock().unwrap_or_else(|p| p.into_inner()) = QuorumClock {
-                    age_ms,
-                    published_after: last_look,
-                };
-                last_look = look;
-            }
-        });
         RaftConsensus {
             raft,
             state_machine,
-            quorum_clock: clock,
         }
     }
+}
+
+/// An age openraft published, as of a moment `since_asked` after the publication was asked
+/// for: the publication came after the asking, so the age has grown by at most that much.
+fn aged_since_asking(published_ms: Option<u64>, since_asked: Duration) -> Option<u64> {
+    let since = u64::try_from(since_asked.as_millis()).unwrap_or(u64::MAX);
+    published_ms.map(|age| age.saturating_add(since))
 }
 
 impl Consensus for RaftConsensus {
@@ -179,12 +105,32 @@ impl Consensus for RaftConsensus {
                 .nodes()
                 .map(|(id, n)| (*id, n.addr.clone()))
                 .collect(),
-            millis_since_quorum_ack: self
-                .quorum_clock
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .age_at(Instant::now()),
         }
+    }
+
+    /// openraft computes `millis_since_quorum_ack` when its core publishes metrics, and a
+    /// published value read later understates the age by however long it sat there: after a
+    /// stall of the process (SIGSTOP, a frozen VM) it still says "acknowledged 100 ms ago",
+    /// and a lease renewed on it would outlive the stall. So this asks the core for a turn of
+    /// its loop (it publishes at the top of every turn) and takes the first publication after
+    /// asking, aged from the moment of asking. The runtime is single-threaded, so a
+    /// publication is computed and sent in one go between two polls of this task: one seen
+    /// after asking was computed after it. No timer polls the metrics meanwhile.
+    async fn quorum_ack_age(&self) -> Option<u64> {
+        let mut metrics = self.raft.metrics();
+        metrics.mark_unchanged();
+        let asked = Instant::now();
+        self.raft.external_request(|_| ());
+        metrics.changed().await.ok()?;
+        let (state, published) = {
+            let m = metrics.borrow_and_update();
+            (m.state, m.millis_since_quorum_ack)
+        };
+        // A stopped core keeps its last metrics (a panic leaves them saying Leader).
+        if state != ServerState::Leader || crate::consensus::core_failure(&self.raft).is_some() {
+            return None;
+        }
+        aged_since_asking(published, asked.elapsed())
     }
 
     fn state(&self) -> ClusterState {
@@ -248,6 +194,7 @@ impl Consensus for RaftConsensus {
 pub struct FakeConsensus {
     state: watch::Sender<ClusterState>,
     facts: std::sync::Mutex<RaftFacts>,
+    quorum_ack_age: std::sync::Mutex<Option<u64>>,
     pub committed: std::sync::Mutex<Vec<Command>>,
 }
 
@@ -263,14 +210,31 @@ impl FakeConsensus {
                 leader: Some(me),
                 voters: voters.iter().copied().collect(),
                 nodes: voters.iter().map(|v| (*v, format!("{v}:7000"))).collect(),
-                millis_since_quorum_ack: Some(0),
             }),
+            quorum_ack_age: std::sync::Mutex::new(Some(0)),
             committed: std::sync::Mutex::default(),
         }
     }
 
     pub fn set_facts(&self, change: impl FnOnce(&mut RaftFacts)) {
         change(&mut self.facts.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// What a quorum acknowledgement's age reads while leading (`None`: no quorum).
+    pub fn set_quorum_ack_age(&self, age: Option<u64>) {
+        *self
+            .quorum_ack_age
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = age;
+    }
+
+    /// [`Consensus::quorum_ack_age`] without awaiting.
+    pub fn quorum_ack_age_now(&self) -> Option<u64> {
+        let age = *self
+            .quorum_ack_age
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        age.filter(|_| self.facts().is_leader())
     }
 
     /// Change the committed state directly, as another coordinator's commit would.
@@ -283,6 +247,10 @@ impl FakeConsensus {
 impl Consensus for FakeConsensus {
     fn facts(&self) -> RaftFacts {
         self.facts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn quorum_ack_age(&self) -> Option<u64> {
+        self.quorum_ack_age_now()
     }
 
     fn state(&self) -> ClusterState {
@@ -334,22 +302,19 @@ impl Consensus for FakeConsensus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
-    fn a_published_quorum_age_keeps_growing_until_the_next_publication() {
-        let looked = Instant::now();
-        let clock = QuorumClock {
-            age_ms: Some(100),
-            published_after: looked,
-        };
-        assert_eq!(clock.age_at(looked), Some(100));
-        // The process stalls for 3 s before anyone reads the value again: the age says so.
-        assert_eq!(clock.age_at(looked + Duration::from_secs(3)), Some(3_100));
-        let none = QuorumClock {
-            age_ms: None,
-            ..clock
-        };
-        assert_eq!(none.age_at(looked + Duration::from_secs(3)), None);
+    fn a_published_age_counts_from_the_asking() {
+        // Published 100 ms, read 3 s after asking (the process stalled): 3.1 s.
+        assert_eq!(
+            aged_since_asking(Some(100), Duration::from_secs(3)),
+            Some(3_100)
+        );
+        assert_eq!(aged_since_asking(Some(100), Duration::ZERO), Some(100));
+        assert_eq!(aged_since_asking(None, Duration::from_secs(3)), None);
+        assert_eq!(
+            aged_since_asking(Some(u64::MAX), Duration::from_secs(1)),
+            Some(u64::MAX)
+        );
     }
 }

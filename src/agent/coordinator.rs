@@ -88,11 +88,13 @@ impl Coordinator {
         }
     }
 
-    /// Record a report and answer it. Reports reaching a non-leader are answered without
-    /// a quorum age, so the sender's lease does not renew.
+    /// Record a report and answer it with `quorum_ack_age_ms`, read by
+    /// [`Consensus::quorum_ack_age`] just before. Reports reaching a non-leader are answered
+    /// without a quorum age, so the sender's lease does not renew.
     pub fn handle_report(
         &self,
         facts: &RaftFacts,
+        quorum_ack_age_ms: Option<u64>,
         state: &ClusterState,
         report: NodeReport,
     ) -> Result<ReportAck, ReportRefusal> {
@@ -111,7 +113,7 @@ impl Coordinator {
                 node: report.node,
             });
         }
-        let quorum_ack_age_ms = facts.quorum_ack_age();
+        let quorum_ack_age_ms = quorum_ack_age_ms.filter(|_| facts.is_leader());
         let mut heard = lock(&self.heard);
         let master_offset = state
             .master

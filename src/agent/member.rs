@@ -164,9 +164,10 @@ impl<C: Consensus> ReportSink for ToCoordinator<C> {
     async fn deliver(&self, report: NodeReport, timeout: Duration) -> Result<ReportAck, String> {
         let facts = self.consensus.facts();
         if facts.leader == Some(self.me) {
+            let quorum_ack_age = self.consensus.quorum_ack_age().await;
             return self
                 .coordinator
-                .handle_report(&facts, &self.consensus.state(), report)
+                .handle_report(&facts, quorum_ack_age, &self.consensus.state(), report)
                 .map_err(|e| e.to_string());
         }
         let addr = facts.leader_addr().ok_or("no raft leader known")?;

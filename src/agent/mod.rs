@@ -369,9 +369,14 @@ impl Agent {
     }
 
     /// A report from a member, on the peer port.
-    pub fn handle_report(&self, report: NodeReport) -> Result<ReportAck, ReportRefusal> {
-        self.coordinator
-            .handle_report(&self.consensus.facts(), &self.consensus.state(), report)
+    pub async fn handle_report(&self, report: NodeReport) -> Result<ReportAck, ReportRefusal> {
+        let quorum_ack_age = self.consensus.quorum_ack_age().await;
+        self.coordinator.handle_report(
+            &self.consensus.facts(),
+            quorum_ack_age,
+            &self.consensus.state(),
+            report,
+        )
     }
 
     /// `POST /hello` on the peer port.

@@ -90,8 +90,14 @@ struct InProcess {
 
 impl ReportSink for InProcess {
     async fn deliver(&self, report: NodeReport, _: Duration) -> Result<ReportAck, String> {
+        let quorum_ack_age = self.consensus.quorum_ack_age().await;
         self.coordinator
-            .handle_report(&self.consensus.facts(), &self.consensus.state(), report)
+            .handle_report(
+                &self.consensus.facts(),
+                quorum_ack_age,
+                &self.consensus.state(),
+                report,
+            )
             .map_err(|e| e.to_string())
     }
 }
@@ -312,6 +318,7 @@ async fn the_coordinator_elects_the_best_reporting_data_node() {
     coordinator
         .handle_report(
             &consensus.facts(),
+            consensus.quorum_ack_age_now(),
             &consensus.state(),
             NodeReport {
                 node: id("c"),
@@ -350,7 +357,12 @@ async fn reports_from_non_members_are_refused_and_a_removed_member_stays_removed
         handover_paused: false,
         master_accepts_writes: None,
     };
-    let refused = coordinator.handle_report(&consensus.facts(), &consensus.state(), ghost);
+    let refused = coordinator.handle_report(
+        &consensus.facts(),
+        consensus.quorum_ack_age_now(),
+        &consensus.state(),
+        ghost,
+    );
     assert!(
         matches!(refused, Err(ReportRefusal::NotMember { .. })),
         "{refused:?}"
@@ -370,11 +382,21 @@ async fn reports_from_non_members_are_refused_and_a_removed_member_stays_removed
         r.node = id(name);
         r.member = member(name, MemberKind::Data);
         coordinator
-            .handle_report(&consensus.facts(), &consensus.state(), r)
+            .handle_report(
+                &consensus.facts(),
+                consensus.quorum_ack_age_now(),
+                &consensus.state(),
+                r,
+            )
             .expect("member report");
     }
     coordinator
-        .handle_report(&consensus.facts(), &consensus.state(), b_report.clone())
+        .handle_report(
+            &consensus.facts(),
+            consensus.quorum_ack_age_now(),
+            &consensus.state(),
+            b_report.clone(),
+        )
         .expect("b is a member");
     coordinator
         .remove_member(consensus.as_ref(), id("c"), "b")
@@ -382,7 +404,12 @@ async fn reports_from_non_members_are_refused_and_a_removed_member_stays_removed
         .expect("a and c are live");
     coordinator.decide_once(consensus.as_ref()).await;
     assert!(!consensus.state().members.contains_key(&id("b")));
-    let again = coordinator.handle_report(&consensus.facts(), &consensus.state(), b_report);
+    let again = coordinator.handle_report(
+        &consensus.facts(),
+        consensus.quorum_ack_age_now(),
+        &consensus.state(),
+        b_report,
+    );
     assert!(
         matches!(again, Err(ReportRefusal::NotMember { .. })),
         "{again:?}"
@@ -716,8 +743,8 @@ async fn a_follower_starts_coordinating_the_moment_it_becomes_leader() {
     consensus.set_facts(|f| {
         f.state = ServerState::Follower;
         f.leader = Some(id("a"));
-        f.millis_since_quorum_ack = None;
     });
+    consensus.set_quorum_ack_age(None);
     let task = tokio::spawn(coordinator.clone().run(consensus.clone()));
     tokio::time::sleep(Duration::from_millis(2_345)).await;
     // a's host is lost with the Raft leader; c wins the election.
@@ -725,8 +752,8 @@ async fn a_follower_starts_coordinating_the_moment_it_becomes_leader() {
         f.state = ServerState::Leader;
         f.term = 2;
         f.leader = Some(id("c"));
-        f.millis_since_quorum_ack = Some(0);
     });
+    consensus.set_quorum_ack_age(Some(0));
     let elected = tokio::time::Instant::now();
     // b's first report reaches the new leader only a second later.
     for at in [1_000, 2_000, 3_000] {
@@ -779,7 +806,12 @@ fn replica_b() -> NodeReport {
 /// The coordinator hears a member's report, as from the peer port.
 fn hear(consensus: &FakeConsensus, coordinator: &Coordinator, report: NodeReport) {
     coordinator
-        .handle_report(&consensus.facts(), &consensus.state(), report)
+        .handle_report(
+            &consensus.facts(),
+            consensus.quorum_ack_age_now(),
+            &consensus.state(),
+            report,
+        )
         .expect("a member's report");
 }
 
@@ -840,6 +872,10 @@ impl Counting {
 impl Consensus for Counting {
     fn facts(&self) -> super::consensus::RaftFacts {
         self.inner.facts()
+    }
+
+    async fn quorum_ack_age(&self) -> Option<u64> {
+        self.inner.quorum_ack_age().await
     }
 
     fn state(&self) -> ClusterState {

@@ -6,10 +6,6 @@ use std::time::Duration;
 use super::local::LocalAction;
 use crate::model::{Millis, ReportAck};
 
-/// How much the agent's quorum clock can overstate an acknowledgement's age: how often it
-/// looks at openraft's metrics when they do not change.
-pub const QUORUM_CLOCK_LOOK: Duration = Duration::from_millis(50);
-
 /// The Raft and probe timings a master's lease must outlast.
 #[derive(Clone, Copy, Debug)]
 pub struct LeaseTimings {
@@ -21,12 +17,12 @@ pub struct LeaseTimings {
 impl LeaseTimings {
     /// The longest a master's last acknowledged report can go unrenewed across a Raft leader
     /// change, not counting how long before the loss that report was sent. Its contact is
-    /// dated by the old leader's quorum acknowledgement (up to a heartbeat and a look of the
-    /// quorum clock old); openraft followers then wait out the leader's lease (the maximum
-    /// election timeout, twice the minimum) and a random election timeout (up to twice the
-    /// minimum again) before campaigning; the master's next probe reports to the winner.
+    /// dated by the old leader's quorum acknowledgement (up to a heartbeat old); openraft
+    /// followers then wait out the leader's lease (the maximum election timeout, twice the
+    /// minimum) and a random election timeout (up to twice the minimum again) before
+    /// campaigning; the master's next probe reports to the winner.
     pub fn leader_change(&self) -> Duration {
-        self.election_timeout * 4 + self.heartbeat + self.probe_interval + QUORUM_CLOCK_LOOK
+        self.election_timeout * 4 + self.heartbeat + self.probe_interval
     }
 
     /// The shortest lease with which a leader change never fences a healthy master: one
@@ -118,13 +114,13 @@ mod tests {
         };
         let cases = [
             // (lease, election timeout, heartbeat, probe, keep-alive)
-            // The defaults: a re-election takes 2.5 s of the 3 s lease.
-            (3_000, 500, 250, 200, 500),
+            // The defaults: a re-election takes 2.45 s of the 3 s lease.
+            (3_000, 500, 250, 200, 550),
             // A long lease: four per lease, at most one a second.
             (8_000, 500, 250, 200, 1_000),
             (2_000, 100, 50, 50, 500),
             // The shortest lease accepted: one report every probe.
-            (1_700, 300, 250, 100, 100),
+            (1_650, 300, 250, 100, 100),
             (2_500, 300, 250, 100, 625),
         ];
         for (lease, election, heartbeat, probe, want) in cases {
@@ -136,7 +132,7 @@ mod tests {
                 "the contact outlives a leader change: lease {lease} ms, {t:?}"
             );
         }
-        assert_eq!(timings(300, 250, 100).shortest_lease(), ms(1_700));
+        assert_eq!(timings(300, 250, 100).shortest_lease(), ms(1_650));
     }
 
     #[test]

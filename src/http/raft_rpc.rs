@@ -30,7 +30,7 @@ pub trait PeerService: Send + Sync + 'static {
         body: &'a [u8],
     ) -> BoxFuture<'a, Result<Vec<u8>, ServeRpcError>>;
     /// `Err` is answered 400 with its text.
-    fn report(&self, report: NodeReport) -> Result<ReportAck, String>;
+    fn report(&self, report: NodeReport) -> BoxFuture<'_, Result<ReportAck, String>>;
     fn hello(&self) -> Hello;
 }
 
@@ -46,8 +46,13 @@ impl PeerService for AgentPeer {
         Box::pin(self.0.serve_raft(kind, body))
     }
 
-    fn report(&self, report: NodeReport) -> Result<ReportAck, String> {
-        self.0.handle_report(report).map_err(|e| e.to_string())
+    fn report(&self, report: NodeReport) -> BoxFuture<'_, Result<ReportAck, String>> {
+        Box::pin(async move {
+            self.0
+                .handle_report(report)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 
     fn hello(&self) -> Hello {
@@ -70,8 +75,9 @@ impl PeerService for RaftPeer {
         Box::pin(serve_rpc(&self.raft, kind, body))
     }
 
-    fn report(&self, report: NodeReport) -> Result<ReportAck, String> {
-        Err(format!("no coordinator here for {}", report.member.name))
+    fn report(&self, report: NodeReport) -> BoxFuture<'_, Result<ReportAck, String>> {
+        let refusal = format!("no coordinator here for {}", report.member.name);
+        Box::pin(std::future::ready(Err(refusal)))
     }
 
     fn hello(&self) -> Hello {
@@ -113,7 +119,7 @@ async fn report(State(peer): State<Arc<dyn PeerService>>, body: Bytes) -> Respon
             return (StatusCode::BAD_REQUEST, format!("malformed report: {e}")).into_response();
         }
     };
-    match peer.report(report) {
+    match peer.report(report).await {
         Ok(ack) => Json(ack).into_response(),
         Err(why) => (StatusCode::BAD_REQUEST, why).into_response(),
     }
