@@ -198,7 +198,8 @@ impl SentinelFeed {
 
     /// What the Sentinel endpoint serves: the committed master, flagged stale while this
     /// agent has no confirmed quorum contact (it may not know of a newer master), and the
-    /// coordinator's member health from the last ack.
+    /// coordinator's member health from the last ack. Also how long until time alone
+    /// changes it: the lease running out, or a member's health reaching a threshold.
     pub fn view(
         &self,
         state: &ClusterState,
@@ -206,11 +207,17 @@ impl SentinelFeed {
         local: &LocalState,
         now: Millis,
         previous: &SentinelView,
-    ) -> SentinelView {
+    ) -> (SentinelView, Option<Duration>) {
         let (health_age, health) = local
             .cluster_health
             .clone()
             .map_or((Millis(0), BTreeMap::new()), |(at, h)| (now.since(at), h));
+        let contact_age = local.contact_at.map(|c| now.since(c));
+        let stale = is_isolated(contact_age, self.lease);
+        // `is_isolated` is strict: the lease has run out a millisecond past it.
+        let stale_in = contact_age
+            .filter(|_| !stale)
+            .map(|age| Duration::from_millis(self.lease.0.saturating_sub(age.0).saturating_add(1)));
         let facts = SentinelFacts {
             now: std::time::Instant::now(),
             own: self.me,
@@ -218,41 +225,50 @@ impl SentinelFeed {
             voters: raft.voters.len(),
             health,
             health_age: Duration::from_millis(health_age.0),
-            stale: is_isolated(local.contact_at.map(|c| now.since(c)), self.lease)
-                || raft.state == openraft::ServerState::Shutdown,
+            stale: stale || raft.state == openraft::ServerState::Shutdown,
             master_refused_here: local.master_found == crate::decide::local::MasterFound::Gone,
             redis_down_after: self.redis_down_after,
             down_after: self.down_after,
             failover_timeout: self.failover_timeout,
         };
-        crate::sentinel::build_view(state, &facts, previous)
+        let changes_in = [crate::sentinel::next_change(&facts), stale_in]
+            .into_iter()
+            .flatten()
+            .min();
+        (
+            crate::sentinel::build_view(state, &facts, previous),
+            changes_in,
+        )
     }
 }
 
-/// Publish a new view on every committed change and every `tick` (staleness and health
-/// change with time alone).
+/// The longest the Sentinel view goes unrebuilt: it also shows the Raft leader, which
+/// changes without a commit (and usually with a member cycle, which rebuilds it anyway).
+const VIEW_BACKSTOP: Duration = Duration::from_secs(1);
+
+/// Publish a new view on every committed change, after every member cycle, and when the
+/// last view said time alone would change it (staleness, a member going silent or down).
 pub async fn feed_sentinel<C: Consensus>(
     feed: SentinelFeed,
     consensus: Arc<C>,
     local: Arc<Mutex<LocalState>>,
     clock: super::Clock,
-    tick: Duration,
     views: watch::Sender<SentinelView>,
 ) {
     let mut committed = consensus.subscribe();
-    let mut interval = tokio::time::interval(tick);
     let updated = lock(&local).updated.clone();
+    let mut rebuild_in = Duration::ZERO;
     while !views.is_closed() {
         tokio::select! {
-            _ = interval.tick() => {}
-            _ = updated.notified() => {}
+            () = tokio::time::sleep(rebuild_in) => {}
+            () = updated.notified() => {}
             changed = committed.changed() => {
                 if changed.is_err() {
                     return;
                 }
             }
         }
-        let fresh = {
+        let (fresh, changes_in) = {
             let previous = views.borrow();
             feed.view(
                 &consensus.state(),
@@ -262,6 +278,7 @@ pub async fn feed_sentinel<C: Consensus>(
                 &previous,
             )
         };
+        rebuild_in = changes_in.map_or(VIEW_BACKSTOP, |d| d.min(VIEW_BACKSTOP));
         views.send_if_modified(|current| {
             let changed = *current != fresh;
             if changed {

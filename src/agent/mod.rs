@@ -264,7 +264,7 @@ impl Agent {
         tokio::spawn(self.coordinator.clone().run(self.consensus.clone()));
         if let Some(listener) = sentinel_listener {
             let feed = feeds::SentinelFeed::new(s);
-            let first = feed.view(
+            let (first, _) = feed.view(
                 &self.consensus.state(),
                 &self.consensus.facts(),
                 &lock(&self.local),
@@ -283,7 +283,6 @@ impl Agent {
                 self.consensus.clone(),
                 self.local.clone(),
                 self.clock,
-                s.probe_interval,
                 view_tx,
             ));
         }

@@ -332,6 +332,31 @@ pub fn build_view(
     }
 }
 
+/// How long after `facts.now` time alone changes what [`build_view`] returns for these
+/// facts: the next member whose report age reaches `--down-after` (silent: `s_down`, and
+/// no longer counted as usable) or whose Redis reaches `--redis-down-after` down. `None`
+/// when nothing is still on its way to a threshold.
+pub fn next_change(facts: &SentinelFacts) -> Option<Duration> {
+    let down_after = ms(facts.down_after);
+    let redis_down_after = ms(facts.redis_down_after);
+    facts
+        .health
+        .values()
+        .flat_map(|h| {
+            let age = h.report_age_ms.saturating_add(ms(facts.health_age));
+            let silent_in = down_after.checked_sub(age).filter(|&left| left > 0);
+            let redis_down_in = h
+                .redis_down_ms
+                .map(|d| d.saturating_add(age))
+                .and_then(|d| redis_down_after.checked_sub(d))
+                .filter(|&left| left > 0);
+            [silent_in, redis_down_in]
+        })
+        .flatten()
+        .min()
+        .map(Duration::from_millis)
+}
+
 /// One node's health from the coordinator's summary, carrying over what is unknown
 /// while it is down (or not reported yet) from the previous view.
 fn health_of(
@@ -513,6 +538,67 @@ mod tests {
         assert_eq!((view.voters, view.quorum), (4, 3));
         assert_eq!(view.myid, runid(1));
         assert_eq!(view.coordinator, Some(runid(3)));
+    }
+
+    #[test]
+    fn the_view_changes_with_time_alone_when_a_report_or_a_redis_reaches_its_threshold() {
+        let ms = Duration::from_millis;
+        let report = |age: u64, redis_down: Option<u64>| MemberHealth {
+            report_age_ms: age,
+            redis_down_ms: redis_down,
+            ..up(RedisRole::Master, 1, false)
+        };
+        // (members' (report age, redis down for), health copy's age, want); down-after 5 s,
+        // redis-down-after 300 ms.
+        /// (report age, Redis down for) of each member, in ms.
+        type Members = Vec<(u64, Option<u64>)>;
+        let cases: [(Members, u64, Option<u64>); 7] = [
+            (vec![], 0, None),
+            // A fresh report: silent when it is 5 s old.
+            (vec![(10, None)], 0, Some(4_990)),
+            // The copy of the coordinator's health ages too.
+            (vec![(10, None)], 990, Some(4_000)),
+            // A Redis down 100 ms: `s_down` 200 ms on, before its report goes silent.
+            (vec![(10, Some(90))], 0, Some(200)),
+            // Down past its threshold, and silent already: nothing left to cross.
+            (vec![(5_000, Some(400))], 0, None),
+            (vec![(6_000, None)], 0, None),
+            // The earliest of several members.
+            (vec![(4_000, None), (10, Some(100))], 0, Some(190)),
+        ];
+        for (members, health_age, want) in cases {
+            let mut f = facts(Instant::now());
+            f.health_age = ms(health_age);
+            for (id, (age, down)) in (1..).zip(&members) {
+                f.health.insert(id, report(*age, *down));
+            }
+            assert_eq!(
+                next_change(&f),
+                want.map(ms),
+                "{members:?}, health {health_age} ms old"
+            );
+            // At that moment (and not a millisecond before) the view differs.
+            if let Some(after) = want {
+                let mut state = state();
+                state.master = Some(2);
+                let view_at = |elapsed: u64| {
+                    let mut later = f.clone();
+                    later.health_age = ms(health_age + elapsed);
+                    build_view(&state, &later, &SentinelView::default())
+                };
+                let before = view_at(after - 1);
+                let at = view_at(after);
+                let flags = |v: &SentinelView| {
+                    (
+                        v.usable,
+                        v.instance(1).map(|i| i.health.s_down()),
+                        v.instance(2).map(|i| i.health.s_down()),
+                    )
+                };
+                assert_eq!(flags(&before), flags(&view_at(0)), "{members:?}");
+                assert_ne!(flags(&at), flags(&before), "{members:?}");
+            }
+        }
     }
 
     #[test]
