@@ -312,13 +312,30 @@ impl<R: RedisNode, C: Consensus, S: ReportSink> MemberLoop<R, C, S> {
     pub async fn cycle(&mut self, report_due: bool) -> Option<bool> {
         let mut committed = self.consensus.subscribe();
         let state = self.consensus.state();
-        self.probe().await;
         // The write probe of a hung master and a report to a leader that is gone each wait
         // for their timeout; a commit meanwhile (e.g. this node's promotion) makes both moot,
         // so it cuts them short and the cycle acts on the new state at once.
-        let mut cut_short = tokio::select! {
-            () = self.probe_master_writes(&state) => false,
-            _ = committed.changed() => true,
+        let probe_master_writes = async {
+            tokio::select! {
+                () = self.probe_master_writes(&state) => false,
+                _ = committed.changed() => true,
+            }
+        };
+        // The write probe needs the local Redis up: while it was, both probes go out
+        // together (one wake-up for both answers, not two); once it is back, the master is
+        // probed after it.
+        let mut cut_short = if lock(&self.local).health.status().is_some() {
+            let cut_short = tokio::join!(self.probe(), probe_master_writes).1;
+            let mut local = lock(&self.local);
+            if local.health.status().is_none() {
+                // Gone meanwhile: as if the master had not been probed.
+                local.master_accepts_writes = None;
+                local.master_found = MasterFound::Unknown;
+            }
+            cut_short
+        } else {
+            self.probe().await;
+            probe_master_writes.await
         };
         let mut reported = None;
         if !cut_short {
