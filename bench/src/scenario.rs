@@ -40,7 +40,7 @@ pub const RSS: &str = "RSS MiB";
 pub const ANON_RSS: &str = "anon RSS MiB";
 pub const CPU: &str = "CPU %";
 pub const BINARY: &str = "size MiB";
-/// The role of the Raft leader in the scaling records.
+/// The role of the Raft leader in the footprint and scaling records.
 pub const COORDINATOR: &str = "coordinator";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -211,13 +211,17 @@ impl Cluster {
     }
 
     /// The orchestration processes (agents, sentinels) with their roles.
-    fn watched(&self) -> Vec<(&'static str, &Proc)> {
+    /// Every control process with its role; ours' Raft leader as [`COORDINATOR`] when
+    /// `leader` names it (it alone sends heartbeats and answers reports).
+    fn watched(&self, leader: Option<&str>) -> Vec<(&'static str, &Proc)> {
         match self {
             Cluster::Ours(c) => c
                 .nodes
                 .iter()
                 .map(|n| {
-                    let role = if n.redis_addr.is_some() {
+                    let role = if Some(n.name.as_str()) == leader {
+                        COORDINATOR
+                    } else if n.redis_addr.is_some() {
                         "data agent"
                     } else {
                         "witness"
@@ -452,7 +456,7 @@ async fn failover(
     }
 
     let peak_rss = cluster
-        .watched()
+        .watched(None)
         .into_iter()
         .filter_map(|(role, proc)| {
             proc.peak_rss_kib().map(|kib| {
@@ -541,13 +545,13 @@ pub async fn footprint_run(ctx: &RunContext, run: usize, dir: &Path) -> Result<V
     let sentinel = System::Sentinel(SentinelTiming::defaults());
     let mut a = Cluster::start(&ours, ctx, &dir.join("ours")).await?;
     let mut b = Cluster::start(&sentinel, ctx, &dir.join("sentinel")).await?;
-    a.wait_ready().await?;
+    let leader = a.wait_ready().await?;
     b.wait_ready().await?;
     tokio::time::sleep(IDLE_SETTLE).await;
     let mut procs: Vec<(String, &Proc)> = Vec::new();
     let mut systems = Vec::new();
     for cluster in [&a, &b] {
-        for (role, proc) in cluster.watched() {
+        for (role, proc) in cluster.watched(leader.as_deref()) {
             procs.push((role.to_string(), proc));
             systems.push(match cluster {
                 Cluster::Ours(_) => OURS,
