@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 use crate::client::ApiClient;
+use crate::lock;
 use crate::wire::StateView;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -210,10 +211,6 @@ fn render(
         out.push_str(&format!("  {e}\n"));
     }
     out
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Address of the node whose agent says its Redis is the writable master.

@@ -55,6 +55,11 @@ pub fn parse(input: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total_nanos.round() as u64))
 }
 
+/// Whole milliseconds of `d`, saturating at `u64::MAX` (no duration the agent handles comes near).
+pub fn whole_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Format a duration the way Go prints it for the common cases (`500ms`, `15s`, `1m30s`).
 pub fn format(d: Duration) -> String {
     let ms = d.as_millis();

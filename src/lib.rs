@@ -32,3 +32,9 @@ pub mod redis;
 pub mod sentinel;
 pub mod tls;
 pub mod wire;
+
+/// The guarded data of a poisoned mutex: every lock here guards values that no panic can
+/// leave half-updated (maps and sets replaced or inserted into whole).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -82,7 +82,7 @@ impl RaftConsensus {
 /// An age openraft published, as of a moment `since_asked` after the publication was asked
 /// for: the publication came after the asking, so the age has grown by at most that much.
 fn aged_since_asking(published_ms: Option<u64>, since_asked: Duration) -> Option<u64> {
-    let since = u64::try_from(since_asked.as_millis()).unwrap_or(u64::MAX);
+    let since = crate::duration::whole_millis(since_asked);
     published_ms.map(|age| age.saturating_add(since))
 }
 

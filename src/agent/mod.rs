@@ -23,7 +23,7 @@ pub use coordinator::ReportRefusal;
 pub use operator::OperatorError;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use openraft::{BasicNode, Config};
@@ -39,6 +39,7 @@ use crate::consensus::rejoin::{self, Rejoin};
 use crate::consensus::{Raft, open_storage};
 use crate::decide::Policy;
 use crate::decide::lease::keep_alive_interval;
+use crate::duration::whole_millis;
 use crate::kube::ClusterApi;
 use crate::metrics::Metrics;
 use crate::model::{Member, MemberKind, Millis, NodeId, NodeReport, ReportAck};
@@ -67,15 +68,13 @@ pub enum StartError {
 pub fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, whole_millis)
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+pub(crate) use crate::lock;
 
 pub(crate) fn millis(d: Duration) -> Millis {
-    Millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    Millis(whole_millis(d))
 }
 
 /// The agent's monotonic clock (tokio's, so tests can pause it): time since start.
@@ -160,12 +159,10 @@ impl Agent {
         let empty_store = rejoin::store_is_empty(&mut log_store)
             .await
             .map_err(|e| StartError::Storage(e.to_string()))?;
-        let election_min =
-            u64::try_from(settings.raft_election_timeout.as_millis()).unwrap_or(u64::MAX);
+        let election_min = whole_millis(settings.raft_election_timeout);
         let config = Config {
             cluster_name: "redis-orchestrator".into(),
-            heartbeat_interval: u64::try_from(settings.raft_heartbeat.as_millis())
-                .unwrap_or(u64::MAX),
+            heartbeat_interval: whole_millis(settings.raft_heartbeat),
             election_timeout_min: election_min,
             election_timeout_max: election_min.saturating_mul(2),
             // Our snapshots are a few KiB; keep chunks far below the HTTP body limit.

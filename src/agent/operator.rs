@@ -56,7 +56,7 @@ impl From<MembershipRefusal> for OperatorError {
 }
 
 fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+    crate::duration::whole_millis(since.elapsed())
 }
 
 async fn commit<C: Consensus>(consensus: &C, command: Command) -> Result<(), OperatorError> {

@@ -6,7 +6,7 @@
 //! `Raft` returned.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
@@ -23,6 +23,8 @@ use super::typ::{
 use super::{Raft, TypeConfig};
 use crate::client::{SendError, SignedClient};
 use crate::decide::round_trip::{Notice, PeerWatch, Timing, judge, late_answer_wait};
+use crate::duration::whole_millis as millis;
+use crate::lock;
 use crate::metrics::{Metrics, PeerLabel};
 use crate::model::NodeId;
 
@@ -207,17 +209,6 @@ impl PeerNetwork {
             ),
         }
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Per-peer sets and maps cannot be left half-updated, so poisoning is harmless.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {

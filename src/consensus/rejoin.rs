@@ -82,7 +82,7 @@ impl Rejoin {
                 warn!(
                     data_dir = %self.data_dir.display(),
                     waiting_for = %self.addrs(&unanswered),
-                    bound_ms = u64::try_from(self.bound.as_millis()).unwrap_or(u64::MAX),
+                    bound_ms = crate::duration::whole_millis(self.bound),
                     "no raft state under --raft-data-dir, but a peer lists this node as a member: its store was wiped or lost, and with it its vote and log. Not bootstrapping, not voting or campaigning until every peer has said which term and log it holds (it may have voted for any of them); waiting for {}",
                     self.addrs(&unanswered)
                 );

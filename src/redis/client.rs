@@ -325,7 +325,7 @@ impl RedisNode for RedisClient {
 
     async fn pause_writes(&self, duration: Duration) -> Result<(), RedisError> {
         // Saturate absurd durations; Redis rejects what it cannot represent.
-        let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        let ms = crate::duration::whole_millis(duration);
         let mut cmd = redis::cmd("CLIENT");
         cmd.arg("PAUSE").arg(ms).arg("WRITE");
         self.run("CLIENT PAUSE", &cmd).await

@@ -35,6 +35,7 @@ pub use server::serve;
 
 use crate::addr::split_host_port;
 use crate::decide::ReceivedReport;
+use crate::duration::whole_millis as ms;
 use crate::model::{
     ClusterState, Member, MemberHealth, MemberKind, Millis, NodeId, RedisHealth, RedisRole,
 };
@@ -224,10 +225,6 @@ pub fn health_summary(
             (*id, health)
         })
         .collect()
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn ago(now: Instant, ms: u64) -> Instant {
