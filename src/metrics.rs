@@ -67,6 +67,8 @@ pub struct Metrics {
     pub raft_appends_abandoned: Family<PeerLabel, Counter>,
     /// By peer Raft address.
     pub raft_append_round_trip_ms: Family<PeerLabel, Gauge>,
+    /// Campaigns a witness started to take the leadership from a data agent.
+    pub witness_takeovers: Counter,
     role: Family<RoleLabel, Gauge>,
     raft_state: Family<StateLabel, Gauge>,
     is_master: Gauge,
@@ -102,6 +104,7 @@ impl Metrics {
             auth_failures: Family::default(),
             raft_appends_abandoned: Family::default(),
             raft_append_round_trip_ms: Family::default(),
+            witness_takeovers: Counter::default(),
             role: Family::default(),
             raft_state: Family::default(),
             is_master: Gauge::default(),
@@ -150,6 +153,11 @@ impl Metrics {
             "Last measured round trip of a Raft AppendEntries to a peer (abandoned ones \
              included), by peer",
             m.raft_append_round_trip_ms.clone(),
+        );
+        registry.register(
+            "raft_witness_takeovers",
+            "Campaigns this witness started to take the Raft leadership from a data agent",
+            m.witness_takeovers.clone(),
         );
         registry.register(
             "role",

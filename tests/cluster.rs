@@ -636,3 +636,83 @@ fn sentinel_endpoint_names_the_committed_master_and_follows_a_failover() {
         }
     });
 }
+
+#[test]
+fn the_witness_takes_the_raft_leadership_from_a_data_agent_while_the_master_keeps_writing() {
+    run_serial(async {
+        let mut c = Cluster::new();
+        c.start_agent(0);
+        c.start_agent(1);
+        let m = c.wait_stable_master(SETTLE).await;
+        let states = c.states().await;
+        let data_leader = states
+            .iter()
+            .flatten()
+            .find(|v| v.raft_state == "Leader")
+            .map(|v| v.name.clone())
+            .expect("the two data agents elect a leader");
+        let mut conn = redis_conn(c.nodes[m].redis().port())
+            .await
+            .expect("connect to master");
+
+        let witness = 2;
+        c.start_agent(witness);
+        let started = Instant::now();
+        let mut write = async |key: &str| {
+            let _: () = conn
+                .incr(key, 1)
+                .await
+                .expect("the master takes every write while the leadership moves");
+        };
+        loop {
+            write("placement").await;
+            let leads = c
+                .state(witness)
+                .await
+                .is_some_and(|v| v.raft_state == "Leader");
+            if leads {
+                break;
+            }
+            assert!(
+                started.elapsed() < SETTLE,
+                "the witness never took the leadership from {data_leader}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!(
+            "the witness leads {} ms after it started",
+            started.elapsed().as_millis()
+        );
+        let term = c.state(witness).await.expect("witness").raft_term;
+        // Longer than a lease: the master's contact carried over to the new coordinator.
+        let until = Instant::now() + LEASE + Duration::from_secs(1);
+        while Instant::now() < until {
+            write("after").await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let states = c.states().await;
+        for v in states.iter().flatten() {
+            assert_eq!(
+                (v.epoch, v.master.as_deref()),
+                (1, Some(c.nodes[m].name.as_str())),
+                "{}: moving the leadership changes no master",
+                v.name
+            );
+            assert_eq!(v.raft_term, term, "{}: nobody took it back", v.name);
+        }
+        let master = states[m].as_ref().expect("master agent");
+        assert!(master.is_master && !master.fenced);
+        assert!(
+            c.nodes[witness].log().contains(&format!(
+                "taking the Raft leadership over from data agent {data_leader}"
+            )),
+            "the witness says whose leadership it took and why"
+        );
+        assert_eq!(
+            metric_sum(&c, "redis_orchestrator_raft_witness_takeovers_total ").await,
+            1.0,
+            "one campaign"
+        );
+    });
+}

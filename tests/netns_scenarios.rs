@@ -51,44 +51,17 @@ async fn raft_leader(h: &Harness) -> Option<Site> {
         .find_map(|v| v.raft_leader.as_deref().and_then(Site::from_name))
 }
 
-/// Settle, then move the Raft leadership to the witness (restart whichever agent leads
-/// until the witness wins an election); the master's site.
+/// Settle with the Raft leadership on the witness, where it moves by itself
+/// (`decide::leadership`); the master's site.
 async fn witness_leads(h: &mut Harness) -> Site {
-    let mut m = h.settled(SETTLE).await;
-    // Races lost by the witness; polls that find no leader yet do not count.
-    let mut lost = 0;
-    let mut polls = 0;
-    while lost < 20 && polls < 300 {
-        polls += 1;
-        match raft_leader(h).await {
-            Some(Site::C) => {
-                println!("master {}, raft leader site-c", m.name());
-                return m;
-            }
-            Some(leader) => {
-                // openraft draws each node's election timeout once, at start: a witness that
-                // drew a long one loses every race, so after a lost race it restarts too (a
-                // follower's restart moves no leadership) and draws again.
-                if lost > 0 {
-                    let witness = h.inject(Fault::KillAgent(Site::C)).await.expect("kill");
-                    h.heal(witness).await.expect("restart");
-                    h.settled(CONVERGE).await;
-                }
-                let kill = h.inject(Fault::KillAgent(leader)).await.expect("kill");
-                // Long enough for the others to elect a leader among themselves (up to
-                // 4 election timeouts, 1.2 s), and short of the new coordinator's wait for a
-                // master it has not heard ((lease + down-after)/2 less an election timeout,
-                // 2.7 s from its election):
-                // the killed agent may be the master's, and this is no failover test.
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                h.heal(kill).await.expect("restart");
-                m = h.settled(CONVERGE).await;
-                lost += 1;
-            }
-            None => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-    panic!("the witness never became Raft leader: it lost {lost} races");
+    let m = h.settled(SETTLE).await;
+    assert_eq!(
+        raft_leader(h).await,
+        Some(Site::C),
+        "the witness takes the Raft leadership over once a leader settles"
+    );
+    println!("master {}, raft leader site-c", m.name());
+    m
 }
 
 async fn finish_clean(h: &mut Harness, name: &str) -> Report {

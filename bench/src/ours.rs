@@ -275,7 +275,13 @@ fn settled(states: &[Option<StateView>]) -> Option<String> {
     let replicas_ok = views.iter().all(|v| {
         v.is_witness || v.is_master || (v.role == "replica" && v.master_link_up == Some(true))
     });
-    (agreed && replicas_ok && masters.len() == 1 && masters[0].name == master)
-        .then(|| first.raft_leader.clone())
-        .flatten()
+    let leader = first.raft_leader.clone()?;
+    // Up to three voters, the witness takes the Raft leadership over from a data agent
+    // (`decide::leadership`): settled means it has.
+    let placed = views.len() > 3
+        || views
+            .iter()
+            .any(|v| v.is_witness && v.name == leader && v.raft_state == "Leader");
+    (agreed && replicas_ok && placed && masters.len() == 1 && masters[0].name == master)
+        .then_some(leader)
 }

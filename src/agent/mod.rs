@@ -13,6 +13,7 @@
 pub mod consensus;
 pub mod coordinator;
 mod feeds;
+mod leadership;
 pub mod member;
 mod operator;
 #[cfg(test)]
@@ -259,6 +260,15 @@ impl Agent {
         };
         tokio::spawn(member.run());
         tokio::spawn(self.coordinator.clone().run(self.consensus.clone()));
+        if s.witness {
+            tokio::spawn(leadership::take_over_from_data_leaders(
+                self.consensus.clone(),
+                s.me.id,
+                self.vote_guard.clone(),
+                s.raft_election_timeout,
+                self.metrics.clone(),
+            ));
+        }
         if let Some(listener) = sentinel_listener {
             let feed = feeds::SentinelFeed::new(s);
             let (first, _) = feed.view(

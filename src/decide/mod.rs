@@ -2,6 +2,7 @@
 //! the latest reports and the time. No async, no I/O, no clock.
 
 mod candidate;
+pub mod leadership;
 pub mod lease;
 pub mod local;
 pub mod membership;

@@ -241,15 +241,34 @@ impl Cluster {
 
     /// Wait until the running agents agree on one master whose Redis is master, every
     /// other running data node replicates from it with a live link, and return its index.
+    /// Then, while the witness answers and does not lead yet, wait (up to 10 s) for it to
+    /// take the Raft leadership over (`decide::leadership`), so no test races that move.
     pub async fn wait_stable_master(&self, timeout: Duration) -> usize {
         let running: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].child.is_some())
             .collect();
-        let states = self
-            .wait_until("one agreed master with live replicas", timeout, |states| {
+        let stable = || {
+            self.wait_until("one agreed master with live replicas", timeout, |states| {
                 stable_master(states, &running).is_some()
             })
-            .await;
+        };
+        stable().await;
+        let placed_by = Instant::now() + Duration::from_secs(10);
+        for w in running
+            .iter()
+            .copied()
+            .filter(|&i| self.nodes[i].is_witness())
+        {
+            while Instant::now() < placed_by {
+                match self.state(w).await {
+                    Some(v) if v.raft_state != "Leader" => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let states = stable().await;
         stable_master(&states, &running).expect("checked")
     }
 

@@ -659,14 +659,29 @@ impl Harness {
 
     /// Like [`wait_converged`](Self::wait_converged) but panics with the agents' logs.
     /// Also waits for the poller to record it, so the checker sees the settling too.
+    /// Under our agents, also waits (up to [`CONVERGE`]) while the witness answers and does
+    /// not lead yet: it takes the Raft leadership over from a data agent soon after a
+    /// leader settles (`decide::leadership`), and a scenario should not race that move.
     pub async fn settled(&self, timeout: Duration) -> Site {
-        match self.wait_converged(timeout).await {
-            Ok((m, _)) => {
-                self.converged_round_recorded().await;
-                m
-            }
+        let m = match self.wait_converged(timeout).await {
+            Ok((m, _)) => m,
             Err(e) => panic!("{e}"),
+        };
+        if self.system == System::Ours {
+            let deadline = Instant::now() + CONVERGE;
+            while Instant::now() < deadline {
+                let states = self.states().await;
+                let Some(witness) = &states[Site::C.index()] else {
+                    break;
+                };
+                if witness.raft_state == "Leader" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
+        self.converged_round_recorded().await;
+        m
     }
 
     /// Wait (up to [`CONVERGE`]) until the poller has recorded a settled round from now on:

@@ -1,0 +1,116 @@
+//! The witness's half of leader placement (`decide::leadership`): it looks at who leads and
+//! how still its log is, and campaigns when the rule says so. It wakes only when the leader,
+//! the membership or (while a takeover is pending) the log changes, or when the rule asked
+//! to look again: an idle cluster costs it nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::consensus::{Consensus, RaftConsensus};
+use crate::consensus::recovery::{Guard, VoteGuard};
+use crate::decide::leadership::{Leader, TakeoverTiming, WitnessStep, WitnessView, witness_step};
+use crate::metrics::Metrics;
+use crate::model::{MemberKind, Millis, NodeId};
+
+fn since(moment: Instant) -> Millis {
+    Millis(crate::duration::whole_millis(moment.elapsed()))
+}
+
+/// Runs for as long as the Raft core does.
+pub async fn take_over_from_data_leaders(
+    consensus: Arc<RaftConsensus>,
+    me: NodeId,
+    vote_guard: Arc<VoteGuard>,
+    election_timeout: Duration,
+    metrics: Arc<Metrics>,
+) {
+    let timing = TakeoverTiming::for_election_timeout(Millis(crate::duration::whole_millis(
+        election_timeout,
+    )));
+    let mut server = consensus.raft.server_metrics();
+    let mut data = consensus.raft.data_metrics();
+    let mut known_leader = None;
+    let mut leader_since = Instant::now();
+    let mut known_log = None;
+    let mut log_since = Instant::now();
+    let mut last_campaign: Option<Instant> = None;
+    loop {
+        let (term_and_leader, voters, is_voter, leading) = {
+            let s = server.borrow_and_update();
+            let membership = s.membership_config.membership();
+            (
+                (s.vote.leader_id().term, s.current_leader),
+                membership.voter_ids().count(),
+                membership.voter_ids().any(|id| id == me),
+                s.state == ServerState::Leader,
+            )
+        };
+        if known_leader != Some(term_and_leader) {
+            known_leader = Some(term_and_leader);
+            leader_since = Instant::now();
+        }
+        let (last_log, applied) = {
+            let d = data.borrow_and_update();
+            (d.last_log, d.last_applied)
+        };
+        if known_log != Some(last_log) {
+            known_log = Some(last_log);
+            log_since = Instant::now();
+        }
+        let state = consensus.state();
+        let leader = match term_and_leader.1.filter(|id| *id != me && !leading) {
+            None => Leader::NoneOrThisNode,
+            Some(id) => match state.members.get(&id).map(|m| m.kind) {
+                Some(MemberKind::Data) => Leader::Data,
+                Some(MemberKind::Witness) => Leader::Witness,
+                None => Leader::Unregistered,
+            },
+        };
+        let view = WitnessView {
+            witness_voter: is_voter,
+            vote_guard_open: vote_guard.get() == Guard::Open,
+            voters,
+            leader,
+            led_for: since(leader_since),
+            log_quiet_for: since(log_since),
+            log_applied: applied == last_log,
+            switchover_pending: state.switchover.is_some(),
+            since_last_campaign: last_campaign.map(since),
+        };
+        let look_again = match witness_step(&view, &timing) {
+            WitnessStep::Follow => None,
+            WitnessStep::LookAgainIn(wait) => Some(Duration::from_millis(wait.0)),
+            WitnessStep::Campaign => {
+                let leader_name = term_and_leader
+                    .1
+                    .and_then(|id| state.members.get(&id))
+                    .map_or("", |m| m.name.as_str());
+                info!(
+                    leader = leader_name,
+                    term = term_and_leader.0,
+                    led_for_ms = view.led_for.0,
+                    "taking the Raft leadership over from data agent {leader_name}: a witness \
+                     leads at no data site's cost, and losing a data site then never takes \
+                     the coordinator with the master"
+                );
+                metrics.witness_takeovers.inc();
+                last_campaign = Some(Instant::now());
+                if let Err(e) = consensus.raft.trigger().elect().await {
+                    warn!(error = %e, "the Raft core stopped; no more leadership takeovers");
+                    return;
+                }
+                continue;
+            }
+        };
+        let log_watched = look_again.is_some();
+        tokio::select! {
+            changed = server.changed() => if changed.is_err() { return },
+            changed = data.changed(), if log_watched => if changed.is_err() { return },
+            () = tokio::time::sleep(look_again.unwrap_or_default()), if log_watched => {}
+        }
+    }
+}
