@@ -586,3 +586,59 @@ fn losing_the_witness_as_raft_leader_does_not_fence_the_master() {
         },
     );
 }
+
+/// The witness takes the Raft leadership over only across a link to the leader that answers
+/// within half a heartbeat: across a slower one its own AppendEntries would miss their
+/// heartbeat and fence the master, so the leadership stays where it is until the link is fast.
+#[test]
+fn the_witness_leaves_the_leadership_alone_across_a_slow_link() {
+    netns::run(
+        "slow link, witness follows",
+        Options::default()
+            .with("--raft-heartbeat", "100ms")
+            .with("--raft-election-timeout", "400ms"),
+        |mut h| async move {
+            let m = witness_leads(&mut h).await;
+            // 60 ms round trips: within the data leader's 100 ms heartbeat, past half of it.
+            let wan = h
+                .inject(Fault::Wan {
+                    delay: Duration::from_millis(30),
+                    loss_percent: 0,
+                })
+                .await
+                .expect("latency");
+            let kill = h.inject(Fault::KillAgent(Site::C)).await.expect("kill");
+            h.wait_for("a data agent leads", CONVERGE, |s| {
+                s.iter().flatten().any(|v| v.raft_state == "Leader")
+            })
+            .await
+            .expect("the data agents elect a leader without the witness");
+            let logged_before = h.agent_log(Site::C).len();
+            h.heal(kill).await.expect("restart the witness");
+            // Settling (2 s), a still log (1 s) and a measured report: over a fast link the
+            // leadership would have moved within this.
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            let leader = raft_leader(&h).await;
+            let log = h.agent_log(Site::C);
+            let new = log.get(logged_before..).unwrap_or_default();
+            assert!(
+                matches!(leader, Some(Site::A | Site::B)),
+                "a data agent still leads across 60 ms round trips: {leader:?}"
+            );
+            assert!(
+                !new.contains("taking the Raft leadership over"),
+                "the witness did not campaign across the slow link"
+            );
+            h.heal(wan).await.expect("heal");
+            h.wait_for("the witness leads again", Duration::from_secs(20), |s| {
+                s[Site::C.index()]
+                    .as_ref()
+                    .is_some_and(|v| v.raft_state == "Leader")
+            })
+            .await
+            .expect("the witness takes the leadership over once the link is fast");
+            assert_eq!(h.settled(CONVERGE).await, m, "the same master throughout");
+            finish_clean(&mut h, "slow link, witness follows").await;
+        },
+    );
+}

@@ -3,7 +3,7 @@
 //! the membership or (while a takeover is pending) the log changes, or when the rule asked
 //! to look again: an idle cluster costs it nothing.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::ServerState;
@@ -13,11 +13,43 @@ use tracing::{info, warn};
 use super::consensus::{Consensus, RaftConsensus};
 use crate::consensus::recovery::{Guard, VoteGuard};
 use crate::decide::leadership::{Leader, TakeoverTiming, WitnessStep, WitnessView, witness_step};
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::model::{MemberKind, Millis, NodeId};
 
+/// How long the last acknowledged report took to a remote leader, and when: a witness
+/// leads only where its link to the old leader (with it, a quorum) answers well within a
+/// heartbeat, or its own AppendEntries would not be acknowledged in time and the master
+/// would fence.
+#[derive(Debug, Default)]
+pub struct LeaderRoundTrip(Mutex<Option<(NodeId, Duration, Instant)>>);
+
+impl LeaderRoundTrip {
+    pub fn record(&self, leader: NodeId, round_trip: Duration) {
+        *lock(&self.0) = Some((leader, round_trip, Instant::now()));
+    }
+
+    /// The last round trip to `leader`, if measured within `fresh`.
+    fn to(&self, leader: NodeId, fresh: Duration) -> Option<Millis> {
+        lock(&self.0)
+            .filter(|(to, _, at)| *to == leader && at.elapsed() <= fresh)
+            .map(|(_, round_trip, _)| Millis(crate::duration::whole_millis(round_trip)))
+    }
+}
+
 fn since(moment: Instant) -> Millis {
     Millis(crate::duration::whole_millis(moment.elapsed()))
+}
+
+/// A witness reports at least every keep-alive (at most 1 s): a round trip older than a few
+/// of them is not this link's present.
+const ROUND_TRIP_FRESH: Duration = Duration::from_secs(5);
+
+/// `--raft-election-timeout` and `--raft-heartbeat`.
+#[derive(Clone, Copy, Debug)]
+pub struct RaftTimings {
+    pub election_timeout: Duration,
+    pub heartbeat: Duration,
 }
 
 /// Runs for as long as the Raft core does.
@@ -25,12 +57,14 @@ pub async fn take_over_from_data_leaders(
     consensus: Arc<RaftConsensus>,
     me: NodeId,
     vote_guard: Arc<VoteGuard>,
-    election_timeout: Duration,
+    round_trip: Arc<LeaderRoundTrip>,
+    raft: RaftTimings,
     metrics: Arc<Metrics>,
 ) {
-    let timing = TakeoverTiming::for_election_timeout(Millis(crate::duration::whole_millis(
-        election_timeout,
-    )));
+    let timing = TakeoverTiming::for_raft(
+        Millis(crate::duration::whole_millis(raft.election_timeout)),
+        Millis(crate::duration::whole_millis(raft.heartbeat)),
+    );
     let mut server = consensus.raft.server_metrics();
     let mut data = consensus.raft.data_metrics();
     let mut known_leader = None;
@@ -80,6 +114,9 @@ pub async fn take_over_from_data_leaders(
             log_applied: applied == last_log,
             switchover_pending: state.switchover.is_some(),
             since_last_campaign: last_campaign.map(since),
+            round_trip_to_leader: term_and_leader
+                .1
+                .and_then(|id| round_trip.to(id, ROUND_TRIP_FRESH)),
         };
         let look_again = match witness_step(&view, &timing) {
             WitnessStep::Follow => None,

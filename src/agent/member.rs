@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 use super::consensus::Consensus;
 use super::coordinator::Coordinator;
 use super::feeds::KubeFeed;
+use super::leadership::LeaderRoundTrip;
 use super::{Clock, lock, millis};
 use crate::client::SignedClient;
 use crate::decide::lease::{fence_pause, losing_writes, renewed_contact};
@@ -158,6 +159,8 @@ pub struct ToCoordinator<C> {
     pub consensus: Arc<C>,
     pub coordinator: Arc<Coordinator>,
     pub client: SignedClient,
+    /// Where each acknowledged report's round trip to a remote leader goes.
+    pub round_trip: Arc<LeaderRoundTrip>,
 }
 
 impl<C: Consensus> ReportSink for ToCoordinator<C> {
@@ -172,6 +175,7 @@ impl<C: Consensus> ReportSink for ToCoordinator<C> {
         }
         let addr = facts.leader_addr().ok_or("no raft leader known")?;
         let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
+        let sent = tokio::time::Instant::now();
         let answer = self
             .client
             .call(
@@ -183,7 +187,12 @@ impl<C: Consensus> ReportSink for ToCoordinator<C> {
             )
             .await
             .map_err(|e| e.to_string())?;
-        serde_json::from_slice(&answer).map_err(|e| format!("unreadable report ack: {e}"))
+        let ack =
+            serde_json::from_slice(&answer).map_err(|e| format!("unreadable report ack: {e}"))?;
+        if let Some(leader) = facts.leader {
+            self.round_trip.record(leader, sent.elapsed());
+        }
+        Ok(ack)
     }
 }
 

@@ -232,6 +232,7 @@ impl Agent {
             }
             None => None,
         };
+        let round_trip = Arc::new(leadership::LeaderRoundTrip::default());
         let member = MemberLoop {
             config: MemberConfig {
                 me: s.me.id,
@@ -249,6 +250,7 @@ impl Agent {
                 consensus: self.consensus.clone(),
                 coordinator: self.coordinator.clone(),
                 client: self.client.clone(),
+                round_trip: round_trip.clone(),
             },
             local: self.local.clone(),
             kube: self
@@ -265,7 +267,11 @@ impl Agent {
                 self.consensus.clone(),
                 s.me.id,
                 self.vote_guard.clone(),
-                s.raft_election_timeout,
+                round_trip,
+                leadership::RaftTimings {
+                    election_timeout: s.raft_election_timeout,
+                    heartbeat: s.raft_heartbeat,
+                },
                 self.metrics.clone(),
             ));
         }

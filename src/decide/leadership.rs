@@ -33,6 +33,8 @@ pub struct WitnessView {
     pub switchover_pending: bool,
     /// Since this node last campaigned to take the leadership over, if ever.
     pub since_last_campaign: Option<Millis>,
+    /// The last acknowledged report's round trip to the leader, if measured lately.
+    pub round_trip_to_leader: Option<Millis>,
 }
 
 /// Who leads, as a witness sees it.
@@ -59,17 +61,22 @@ pub struct TakeoverTiming {
     /// Never campaign again sooner than this after a campaign: a witness that cannot keep the
     /// leadership (a flaky link) must not keep taking it.
     pub retry: Millis,
+    /// The slowest round trip to the old leader at which the witness leads: half a heartbeat.
+    /// openraft gives each AppendEntries one heartbeat, and the old leader with the witness is
+    /// the quorum that would acknowledge it; a slower link would fence the master.
+    pub max_round_trip: Millis,
 }
 
 impl TakeoverTiming {
     /// At `--raft-election-timeout` `election_min`: settle after four of them (twice the
     /// leader lease), at least 2 s; a quiet log for 1 s (four heartbeats at the defaults);
-    /// one campaign a minute at most.
-    pub fn for_election_timeout(election_min: Millis) -> TakeoverTiming {
+    /// one campaign a minute at most; a round trip of at most half of `--raft-heartbeat`.
+    pub fn for_raft(election_min: Millis, heartbeat: Millis) -> TakeoverTiming {
         TakeoverTiming {
             settle: Millis(election_min.0.saturating_mul(4).max(2_000)),
             quiet: Millis(1_000),
             retry: Millis(60_000),
+            max_round_trip: Millis(heartbeat.0 / 2),
         }
     }
 }
@@ -84,6 +91,9 @@ pub enum WitnessStep {
     /// Campaign for the leadership now.
     Campaign,
 }
+
+/// How often a witness whose link to the leader is too slow looks again.
+const SLOW_LINK_RECHECK: Millis = Millis(10_000);
 
 pub fn witness_step(view: &WitnessView, timing: &TakeoverTiming) -> WitnessStep {
     if !view.witness_voter || view.voters > 3 {
@@ -104,6 +114,14 @@ pub fn witness_step(view: &WitnessView, timing: &TakeoverTiming) -> WitnessStep 
     let wait = waits.into_iter().max().unwrap_or(0);
     if wait > 0 {
         return WitnessStep::LookAgainIn(Millis(wait));
+    }
+    match view.round_trip_to_leader {
+        // The next report measures it (a witness reports every keep-alive).
+        None => return WitnessStep::LookAgainIn(timing.quiet),
+        Some(rtt) if rtt > timing.max_round_trip => {
+            return WitnessStep::LookAgainIn(SLOW_LINK_RECHECK);
+        }
+        Some(_) => {}
     }
     if !view.log_applied || view.switchover_pending || !view.vote_guard_open {
         // The first two end with a change of the log, which brings a new look; the guard
@@ -128,18 +146,20 @@ mod tests {
             log_applied: true,
             switchover_pending: false,
             since_last_campaign: None,
+            round_trip_to_leader: Some(Millis(3)),
         }
     }
 
     #[test]
     fn a_witness_takes_the_leadership_only_from_a_settled_data_leader() {
-        let timing = TakeoverTiming::for_election_timeout(Millis(500));
+        let timing = TakeoverTiming::for_raft(Millis(500), Millis(250));
         assert_eq!(
             timing,
             TakeoverTiming {
                 settle: Millis(2_000),
                 quiet: Millis(1_000),
-                retry: Millis(60_000)
+                retry: Millis(60_000),
+                max_round_trip: Millis(125),
             }
         );
         type Change = fn(&mut WitnessView);
@@ -210,6 +230,21 @@ mod tests {
                 WitnessStep::LookAgainIn(Millis(1_000)),
             ),
             (
+                "a round trip to the leader of half a heartbeat",
+                |v| v.round_trip_to_leader = Some(Millis(125)),
+                WitnessStep::Campaign,
+            ),
+            (
+                "a slower one: its AppendEntries would miss their heartbeat",
+                |v| v.round_trip_to_leader = Some(Millis(126)),
+                WitnessStep::LookAgainIn(Millis(10_000)),
+            ),
+            (
+                "no report to this leader measured lately",
+                |v| v.round_trip_to_leader = None,
+                WitnessStep::LookAgainIn(Millis(1_000)),
+            ),
+            (
                 "a switchover is under way",
                 |v| v.switchover_pending = true,
                 WitnessStep::LookAgainIn(Millis(1_000)),
@@ -221,7 +256,7 @@ mod tests {
             assert_eq!(witness_step(&view, &timing), *want, "{name}");
         }
         assert_eq!(
-            TakeoverTiming::for_election_timeout(Millis(2_000)).settle,
+            TakeoverTiming::for_raft(Millis(2_000), Millis(250)).settle,
             Millis(8_000),
             "twice the leader lease of a long election timeout"
         );
