@@ -242,7 +242,9 @@ impl Cluster {
     /// Wait until the running agents agree on one master whose Redis is master, every
     /// other running data node replicates from it with a live link, and return its index.
     /// Then, while the witness answers and does not lead yet, wait (up to 10 s) for it to
-    /// take the Raft leadership over (`decide::leadership`), so no test races that move.
+    /// take the Raft leadership over (`decide::leadership`), so no test races that move, and
+    /// after a move for every agent to report to it (a keep-alive is 200 ms here): a new
+    /// coordinator refuses operator requests about members it has not heard yet.
     pub async fn wait_stable_master(&self, timeout: Duration) -> usize {
         let running: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].child.is_some())
@@ -259,13 +261,18 @@ impl Cluster {
             .copied()
             .filter(|&i| self.nodes[i].is_witness())
         {
+            let mut moved = false;
             while Instant::now() < placed_by {
                 match self.state(w).await {
                     Some(v) if v.raft_state != "Leader" => {
+                        moved = true;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     _ => break,
                 }
+            }
+            if moved {
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
         let states = stable().await;

@@ -661,7 +661,8 @@ impl Harness {
     /// Also waits for the poller to record it, so the checker sees the settling too.
     /// Under our agents, also waits (up to [`CONVERGE`]) while the witness answers and does
     /// not lead yet: it takes the Raft leadership over from a data agent soon after a
-    /// leader settles (`decide::leadership`), and a scenario should not race that move.
+    /// leader settles (`decide::leadership`), and a scenario should not race that move;
+    /// after a move, also for every agent to report to it (a keep-alive is 625 ms here).
     pub async fn settled(&self, timeout: Duration) -> Site {
         let m = match self.wait_converged(timeout).await {
             Ok((m, _)) => m,
@@ -669,6 +670,7 @@ impl Harness {
         };
         if self.system == System::Ours {
             let deadline = Instant::now() + CONVERGE;
+            let mut moved = false;
             while Instant::now() < deadline {
                 let states = self.states().await;
                 let Some(witness) = &states[Site::C.index()] else {
@@ -677,7 +679,11 @@ impl Harness {
                 if witness.raft_state == "Leader" {
                     break;
                 }
+                moved = true;
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if moved {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
             }
         }
         self.converged_round_recorded().await;
