@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::consensus::{Consensus, RaftConsensus};
+use super::millis;
 use crate::consensus::recovery::{Guard, VoteGuard};
 use crate::decide::leadership::{Leader, TakeoverTiming, WitnessStep, WitnessView, witness_step};
 use crate::lock;
@@ -33,24 +34,17 @@ impl LeaderRoundTrip {
     fn to(&self, leader: NodeId, fresh: Duration) -> Option<Millis> {
         lock(&self.0)
             .filter(|(to, _, at)| *to == leader && at.elapsed() <= fresh)
-            .map(|(_, round_trip, _)| Millis(crate::duration::whole_millis(round_trip)))
+            .map(|(_, round_trip, _)| millis(round_trip))
     }
 }
 
 fn since(moment: Instant) -> Millis {
-    Millis(crate::duration::whole_millis(moment.elapsed()))
+    millis(moment.elapsed())
 }
 
 /// A witness reports at least every keep-alive (at most 1 s): a round trip older than a few
 /// of them is not this link's present.
 const ROUND_TRIP_FRESH: Duration = Duration::from_secs(5);
-
-/// `--raft-election-timeout` and `--raft-heartbeat`.
-#[derive(Clone, Copy, Debug)]
-pub struct RaftTimings {
-    pub election_timeout: Duration,
-    pub heartbeat: Duration,
-}
 
 /// Runs for as long as the Raft core does.
 pub async fn take_over_from_data_leaders(
@@ -58,13 +52,9 @@ pub async fn take_over_from_data_leaders(
     me: NodeId,
     vote_guard: Arc<VoteGuard>,
     round_trip: Arc<LeaderRoundTrip>,
-    raft: RaftTimings,
+    timing: TakeoverTiming,
     metrics: Arc<Metrics>,
 ) {
-    let timing = TakeoverTiming::for_raft(
-        Millis(crate::duration::whole_millis(raft.election_timeout)),
-        Millis(crate::duration::whole_millis(raft.heartbeat)),
-    );
     let mut server = consensus.raft.server_metrics();
     let mut data = consensus.raft.data_metrics();
     let mut known_leader = None;

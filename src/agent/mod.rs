@@ -268,10 +268,10 @@ impl Agent {
                 s.me.id,
                 self.vote_guard.clone(),
                 round_trip,
-                leadership::RaftTimings {
-                    election_timeout: s.raft_election_timeout,
-                    heartbeat: s.raft_heartbeat,
-                },
+                crate::decide::leadership::TakeoverTiming::for_raft(
+                    millis(s.raft_election_timeout),
+                    millis(s.raft_heartbeat),
+                ),
                 self.metrics.clone(),
             ));
         }
